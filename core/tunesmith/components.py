@@ -1,0 +1,223 @@
+"""Base classes for the five component kinds a plugin can register.
+
+A component is a class with a unique ``name``, a docstring (shown by ``tunesmith plugins show``) and a
+nested ``Config`` dataclass whose fields carry defaults and help text (use :func:`option`). In a run
+config a component is chosen by ``name`` with its options beside it, e.g. ``method: {name: lora, r: 16}``.
+
+This module must stay importable without torch: the CLI lists components from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from tunesmith.evaluation import EvalContext
+    from tunesmith.training import TrainContext
+
+KINDS = ("data_source", "formatter", "method", "objective", "evaluator")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A ``Config`` field with help text; mutable defaults (lists, dicts) are copied per instance."""
+    metadata = {"help": help}
+    if isinstance(default, (list, dict, set)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+class Component:
+    """Common behaviour of every component: a name, a docstring, a ``Config`` and an instance of it."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+
+    @dataclass
+    class Config:
+        pass
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the docstring, for listings."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def options(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls.Config))
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Record:
+    """One raw record as read by a data source; ``origin`` is where it came from (``file:line``)."""
+
+    fields: Mapping[str, Any]
+    origin: str
+
+
+@dataclass
+class RecordProblem:
+    """A record that could not be read or formatted: where, which field, and what is wrong."""
+
+    origin: str
+    message: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.origin}: " if self.origin else ""
+        what = f"field '{self.field}': " if self.field else ""
+        return f"{where}{what}{self.message}"
+
+
+class InvalidRecord(Exception):
+    """Raised by a formatter for a record it cannot use; the pipeline adds the record's origin."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+@dataclass
+class Example:
+    """A formatted training/evaluation example.
+
+    Exactly one of ``messages`` (chat turns, loss on assistant turns), ``text`` (plain text, loss on all
+    tokens) or ``prompt``/``chosen``/``rejected`` (preference pairs) is set.
+    """
+
+    messages: list[dict[str, str]] | None = None
+    text: str | None = None
+    origin: str = ""
+
+    @property
+    def reference(self) -> str | None:
+        """The expected answer: the last assistant turn, if the example is a chat."""
+        if self.messages and self.messages[-1].get("role") == "assistant":
+            return self.messages[-1]["content"]
+        return None
+
+    @property
+    def prompt_messages(self) -> list[dict[str, str]] | None:
+        """The conversation up to (not including) the last assistant turn."""
+        if self.messages and self.messages[-1].get("role") == "assistant":
+            return self.messages[:-1]
+        return None
+
+
+class DataSource(Component):
+    """Reads raw records for one split. Yield a :class:`RecordProblem` for a record that cannot be read."""
+
+    kind: ClassVar[str] = "data_source"
+
+    def read(self) -> Iterator[Record | RecordProblem]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short human description of where the data comes from (used in messages and the manifest)."""
+        return self.name
+
+
+class Formatter(Component):
+    """Turns one :class:`Record` into an :class:`Example`; raises :class:`InvalidRecord` for bad records."""
+
+    kind: ClassVar[str] = "formatter"
+
+    def format(self, record: Record) -> Example:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+# -------------------------------------------------------------------------------------- training
+
+
+class Method(Component):
+    """Decides which parameters train: may change how the base model loads, then wraps it.
+
+    ``default_learning_rate`` and ``usual_learning_rates`` drive method-aware defaults and warnings.
+    """
+
+    kind: ClassVar[str] = "method"
+    default_learning_rate: ClassVar[float] = 2e-4
+    usual_learning_rates: ClassVar[tuple[float, float]] = (1e-5, 1e-3)
+    #: True when the saved artifact is a PEFT adapter loadable by ``PeftModel.from_pretrained``.
+    produces_adapter: ClassVar[bool] = True
+
+    def model_load_kwargs(self, device: str) -> dict[str, Any]:
+        """Extra keyword arguments for ``from_pretrained`` (e.g. a quantization config)."""
+        return {}
+
+    def apply(self, model: Any) -> Any:  # pragma: no cover - interface
+        """Return the model to train (wrapped or with parameters frozen)."""
+        raise NotImplementedError
+
+    def save(self, model: Any, path: str) -> None:
+        """Write the trained artifact in Hugging Face format."""
+        model.save_pretrained(path)
+
+    def load(self, base_model: Any, path: str) -> Any:  # pragma: no cover - interface
+        """Load a saved artifact onto a fresh base model (for ``tunesmith eval``)."""
+        raise NotImplementedError
+
+
+class Objective(Component):
+    """Trains the wrapped model; knows which example shape it needs (``example_kind``)."""
+
+    kind: ClassVar[str] = "objective"
+    example_kind: ClassVar[str] = "sft"
+
+    def train(self, ctx: TrainContext) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+class Evaluator(Component):
+    """Scores a model on evaluation examples; returns ``{metric name: number}``.
+
+    The :class:`tunesmith.evaluation.EvalContext` gives the model, the tokenizer, the examples (each with
+    ``prompt`` and ``reference``), a batched ``generate(prompts) -> list[str]``, ``score(prompts,
+    completions)`` for log-likelihoods, and this evaluator's ``config``.
+    """
+
+    kind: ClassVar[str] = "evaluator"
+
+    def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+BASES: dict[str, type[Component]] = {
+    "data_source": DataSource,
+    "formatter": Formatter,
+    "method": Method,
+    "objective": Objective,
+    "evaluator": Evaluator,
+}
+
+RegisterCallback = Callable[[type[Component]], None]
+__all__ = [
+    "BASES",
+    "Component",
+    "DataSource",
+    "Evaluator",
+    "Example",
+    "Formatter",
+    "InvalidRecord",
+    "KINDS",
+    "Method",
+    "Objective",
+    "Record",
+    "RecordProblem",
+    "RegisterCallback",
+    "option",
+]

@@ -1,0 +1,262 @@
+"""Plugin discovery and the component registry.
+
+Every plugin, built-in or third party, comes from an entry point in the ``tunesmith`` group. Each one is
+loaded, validated and asked to register in isolation: a plugin that fails any stage is disabled and
+recorded (distribution, version, stage, error) while the others go on. A fresh :class:`Plugins` is built
+per CLI invocation; nothing is global.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from tunesmith import hookspecs
+from tunesmith.components import BASES, KINDS, Component
+from tunesmith.errors import TunesmithError
+
+GROUP = "tunesmith"
+BUILTIN_DISTRIBUTION = "tunesmith"
+REGISTRATION_HOOKS = {
+    "data_source": "register_data_sources",
+    "formatter": "register_formatters",
+    "method": "register_methods",
+    "objective": "register_objectives",
+    "evaluator": "register_evaluators",
+}
+KIND_LABELS = {
+    "data_source": "data source",
+    "formatter": "formatter",
+    "method": "method",
+    "objective": "objective",
+    "evaluator": "evaluator",
+}
+
+
+@dataclass
+class PluginInfo:
+    """What is known about one plugin, loaded or not."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    status: str = "ok"  # ok | failed | disabled
+    stage: str | None = None  # import | validate | register
+    error: str | None = None
+    problems: list[str] = field(default_factory=list)  # non-fatal: rejected components, ...
+    components: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
+
+
+@dataclass
+class PluginSource:
+    """An entry point, or an object handed in directly (tests, embedding applications)."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    load: Callable[[], Any]
+
+
+def _env_list(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def entry_point_sources() -> list[PluginSource]:
+    """The ``tunesmith`` entry points installed, built-ins first, then by name (never install order)."""
+    sources = []
+    for ep in metadata.entry_points(group=GROUP):
+        dist = getattr(ep, "dist", None)
+        sources.append(
+            PluginSource(
+                name=ep.name,
+                distribution=dist.name if dist else "?",
+                version=dist.version if dist else "?",
+                module=ep.value,
+                load=ep.load,
+            )
+        )
+    unique = {(s.distribution, s.name): s for s in sources}  # editable + regular installs may repeat
+    return sorted(unique.values(), key=lambda s: (s.distribution != BUILTIN_DISTRIBUTION, s.name))
+
+
+class Plugins:
+    """The loaded plugins, the components they registered, and the ones that failed.
+
+    ``strict=True`` (or ``TUNESMITH_STRICT_PLUGINS=1``) re-raises the first plugin error, for plugin
+    authors who want the traceback.
+    """
+
+    def __init__(self, sources: Iterable[PluginSource] | None = None, *, strict: bool | None = None) -> None:
+        self.strict = strict if strict is not None else os.environ.get("TUNESMITH_STRICT_PLUGINS") == "1"
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: list[PluginInfo] = []
+        self.components: dict[str, dict[str, type[Component]]] = {kind: {} for kind in KINDS}
+        self.owners: dict[tuple[str, str], PluginInfo] = {}
+        self._objects: dict[str, Any] = {}
+        allow = _env_list("TUNESMITH_LOAD_PLUGINS")
+        block = _env_list("TUNESMITH_DISABLE_PLUGINS") or set()
+        for source in entry_point_sources() if sources is None else sources:
+            info = PluginInfo(source.name, source.distribution, source.version, source.module)
+            self.infos.append(info)
+            if source.name in block or (allow is not None and source.name not in allow):
+                info.status = "disabled"
+                continue
+            self._add(source, info)
+
+    # ------------------------------------------------------------------ loading, one plugin at a time
+
+    def _fail(self, info: PluginInfo, stage: str, exc: BaseException) -> None:
+        info.status, info.stage = "failed", stage
+        info.error = f"{type(exc).__name__}: {exc}"
+        if info.name in self._objects:
+            self.pm.unregister(self._objects.pop(info.name))
+        for kind, name in info.components:
+            self.components[kind].pop(name, None)
+            self.owners.pop((kind, name), None)
+        info.components.clear()
+        if self.strict:
+            raise exc
+
+    def _add(self, source: PluginSource, info: PluginInfo) -> None:
+        try:
+            obj = source.load()
+        except Exception as exc:  # noqa: BLE001 - any import error disables only this plugin
+            return self._fail(info, "import", exc)
+        try:
+            self.pm.register(obj, name=info.name)
+            self._objects[info.name] = obj
+            unknown = [name for name in _impl_names(obj) if name not in self._spec_names()]
+            if unknown:
+                hint = _did_you_mean(unknown[0], self._spec_names())
+                raise TunesmithError(f"unknown hook '{unknown[0]}'{hint}")
+        except Exception as exc:  # noqa: BLE001 - pluggy.PluginValidationError, unknown hooks, ...
+            return self._fail(info, "validate", exc)
+        for kind, hook_name in REGISTRATION_HOOKS.items():
+            caller = self._caller_for(hook_name, obj)
+            try:
+                caller(register=self._register_callback(kind, info))
+            except Exception as exc:  # noqa: BLE001 - a raising hook disables only this plugin
+                return self._fail(info, "register", exc)
+        return None
+
+    def _spec_names(self) -> set[str]:
+        return {name for name in dir(hookspecs) if name.startswith(("register_", "on_"))}
+
+    def _caller_for(self, hook_name: str, obj: Any) -> Callable[..., Any]:
+        others = [p for p in self._objects.values() if p is not obj]
+        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+    def _register_callback(self, kind: str, info: PluginInfo) -> Callable[[type[Component]], None]:
+        base = BASES[kind]
+
+        def register(cls: type[Component]) -> None:
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise TypeError(f"{cls!r} is not a subclass of tunesmith.{base.__name__}")
+            if not cls.name:
+                raise TypeError(f"{cls.__name__} has no 'name'")
+            if not dataclasses.is_dataclass(cls.Config):
+                raise TypeError(f"{cls.__name__}.Config is not a dataclass")
+            owner = self.owners.get((kind, cls.name))
+            if owner is not None:
+                info.problems.append(
+                    f"{KIND_LABELS[kind]} '{cls.name}' rejected: already registered by "
+                    f"{owner.name} ({owner.distribution} {owner.version}); "
+                    f"duplicate from {info.name} ({info.distribution} {info.version})"
+                )
+                return
+            self.components[kind][cls.name] = cls
+            self.owners[(kind, cls.name)] = info
+            info.components.append((kind, cls.name))
+
+        return register
+
+    # ------------------------------------------------------------------------------------- queries
+
+    @property
+    def failed(self) -> list[PluginInfo]:
+        return [info for info in self.infos if info.status == "failed"]
+
+    def get(self, kind: str, name: str) -> type[Component]:
+        """The component class, or a :class:`TunesmithError` naming what is available and what failed."""
+        available = self.components[kind]
+        if name in available:
+            return available[name]
+        label = KIND_LABELS[kind]
+        hint = _did_you_mean(name, available)
+        details = [f"available {label}s: {', '.join(sorted(available)) or '(none)'}"]
+        for info in self.failed:
+            details.append(f"plugin '{info.name}' ({info.distribution}) failed to load at {info.stage}: {info.error}")
+        raise TunesmithError(f"unknown {label} '{name}'{hint}", details=details)
+
+    def find(self, name: str) -> list[type[Component]]:
+        """Every component called ``name``, whatever its kind."""
+        return [kinds[name] for kinds in self.components.values() if name in kinds]
+
+    def owner(self, kind: str, name: str) -> PluginInfo:
+        return self.owners[(kind, name)]
+
+    def call(self, hook_name: str, **kwargs: Any) -> None:
+        """Call an observer hook on every plugin; one that raises is reported and skipped next time."""
+        for info in self.infos:
+            obj = self._objects.get(info.name)
+            if obj is None or info.status != "ok":
+                continue
+            try:
+                self._caller_for(hook_name, obj)(**kwargs)
+            except Exception as exc:  # noqa: BLE001
+                if self.strict:
+                    raise
+                info.problems.append(f"{hook_name} raised {type(exc).__name__}: {exc}; plugin disabled")
+                info.status = "failed"
+                info.stage = hook_name
+
+    def add_commands(self, cli: Any) -> None:
+        """Let plugins add CLI commands; a clash with an existing command drops the plugin's one."""
+        for info in self.infos:
+            obj = self._objects.get(info.name)
+            if obj is None or info.status != "ok":
+                continue
+            before = dict(cli.commands)
+            try:
+                self._caller_for("register_commands", obj)(cli=cli)
+            except Exception as exc:  # noqa: BLE001
+                cli.commands.clear()
+                cli.commands.update(before)
+                self._fail(info, "register", exc)
+                continue
+            for name, command in list(cli.commands.items()):
+                if name in before and before[name] is not command:
+                    cli.commands[name] = before[name]
+                    info.problems.append(f"command '{name}' rejected: it already exists")
+
+
+def _impl_names(obj: Any) -> list[str]:
+    """Names of the attributes of ``obj`` marked with ``@hookimpl``."""
+    names = []
+    for attr in dir(obj):
+        value = getattr(obj, attr, None)
+        if callable(value) and hasattr(value, "tunesmith_impl"):
+            names.append(attr)
+    return names
+
+
+def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
