@@ -17,6 +17,7 @@ from tunesmith.components import (
     option,
 )
 from tunesmith.errors import TunesmithError
+from tunesmith.evaluation import EvalContext, EvalExample, EvalResult
 from tunesmith.hookspecs import hookimpl
 
 __version__ = "0.1.0"
@@ -24,6 +25,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Component",
     "DataSource",
+    "EvalContext",
+    "EvalExample",
+    "EvalResult",
     "Evaluator",
     "Example",
     "Formatter",

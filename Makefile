@@ -1,0 +1,36 @@
+# Every target sets up .venv from scratch when it is missing (or when the pinned stack changed).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU build is small; an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/tunesmith run examples/dates/demo.yaml --overwrite
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check core plugins tests bench examples
+	$(BIN)/ruff format --check core plugins tests bench examples
+
+bench: setup
+	$(BIN)/python bench/train_loop.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

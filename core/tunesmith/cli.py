@@ -1,0 +1,340 @@
+"""The ``tunesmith`` command line (Click + Rich).
+
+Start-up stays light: this module imports click, rich and the plugin registry only. torch,
+transformers, peft, trl and datasets are imported inside the commands that train or evaluate.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import json
+import os
+import sys
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tunesmith import __version__
+from tunesmith.errors import TunesmithError
+from tunesmith.plugins import KIND_LABELS, Plugins
+from tunesmith.ui import Quiet
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class RichUI(Quiet):
+    """Pipeline messages as Rich lines and progress bars."""
+
+    def step(self, text: str) -> None:
+        console.print(f"[bold cyan]▸[/] {text}")
+
+    def note(self, text: str) -> None:
+        console.print(f"  [dim]{text}[/]")
+
+    def warn(self, text: str) -> None:
+        console.print(f"  [yellow]warning:[/] {text}")
+
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=False,
+        ) as bar:
+            task = bar.add_task(description, total=total)
+
+            def update(completed: int, total: int | None = None) -> None:
+                bar.update(task, completed=completed, **({"total": total} if total else {}))
+
+            yield update
+
+
+class TunesmithGroup(click.Group):
+    """Turns user mistakes into a short message and exit code 2; bugs keep their traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TunesmithError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.message}")
+            for line in exc.details:
+                err_console.print(f"  {line}", markup=False)
+            sys.exit(2)
+
+
+def _plugins(ctx: click.Context) -> Plugins:
+    return ctx.find_root().obj
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@click.group(cls=TunesmithGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tunesmith")
+def cli() -> None:
+    """tunesmith: fine-tune large language models with plugins.
+
+    \b
+    Start here:
+      tunesmith init               write a commented starter config
+      tunesmith plugins list       what methods, objectives, evaluators... are installed
+      tunesmith data check CONFIG  validate the data before spending compute
+      tunesmith run CONFIG         train, evaluate, write a run directory
+    """
+
+
+# ------------------------------------------------------------------------------------------ plugins
+
+
+@cli.group()
+def plugins() -> None:
+    """List installed plugins and the components they provide."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plugins_list(ctx: click.Context, as_json: bool) -> None:
+    """Plugins, their components and their status (without importing torch)."""
+    registry = _plugins(ctx)
+    if as_json:
+        out = {
+            "plugins": [
+                {
+                    "name": i.name, "distribution": i.distribution, "version": i.version, "module": i.module,
+                    "status": i.status, "stage": i.stage, "error": i.error, "problems": i.problems,
+                    "components": [{"kind": k, "name": n} for k, n in i.components],
+                }
+                for i in registry.infos
+            ],
+            "components": [
+                {
+                    "kind": kind, "name": name, "plugin": registry.owner(kind, name).name,
+                    "distribution": registry.owner(kind, name).distribution,
+                    "version": registry.owner(kind, name).version, "status": registry.owner(kind, name).status,
+                    "summary": cls.summary(),
+                }
+                for kind, comps in registry.components.items()
+                for name, cls in sorted(comps.items())
+            ],
+        }
+        click.echo(json.dumps(out, indent=2))
+        return
+    table = Table(title="Components", title_justify="left")
+    for col in ("kind", "name", "distribution", "summary"):
+        table.add_column(col, no_wrap=col != "summary")
+    for kind, comps in registry.components.items():
+        for name, cls in sorted(comps.items()):
+            owner = registry.owner(kind, name)
+            table.add_row(KIND_LABELS[kind], name, f"{owner.distribution} {owner.version}", Text(cls.summary()))
+    console.print(table)
+    odd = [i for i in registry.infos if i.status != "ok" or i.problems]
+    if odd:
+        problems = Table(title="Plugins needing attention", title_justify="left")
+        for col in ("plugin", "distribution", "status", "detail"):
+            problems.add_column(col)
+        for i in odd:
+            detail = "; ".join(([f"{i.stage}: {i.error}"] if i.error else []) + i.problems)
+            problems.add_row(i.name, f"{i.distribution} {i.version}", i.status, detail or "")
+        console.print(problems)
+
+
+@plugins.command("show")
+@click.argument("name")
+@click.pass_context
+def plugins_show(ctx: click.Context, name: str) -> None:
+    """A component's description and its options (defaults and help)."""
+    registry = _plugins(ctx)
+    found = registry.find(name)
+    if not found:
+        everything = sorted({n for comps in registry.components.values() for n in comps})
+        import difflib
+
+        match = difflib.get_close_matches(name, everything, n=1)
+        hint = f" (did you mean '{match[0]}'?)" if match else ""
+        raise TunesmithError(f"no component named '{name}'{hint}", details=[f"installed: {', '.join(everything)}"])
+    for cls in found:
+        owner = registry.owner(cls.kind, cls.name)
+        console.print(f"[bold]{cls.name}[/] — {KIND_LABELS[cls.kind]} from {owner.name} "
+                      f"({owner.distribution} {owner.version})")
+        console.print(Text(inspect.cleandoc(cls.__doc__ or "")))
+        console.print()
+        console.print(options_table(cls.Config, f"{cls.kind} options"))
+
+
+def options_table(config_cls: type, title: str) -> Table:
+    from tunesmith.config import describe_type
+
+    table = Table(title=title, title_justify="left")
+    for col in ("option", "type", "default", "help"):
+        table.add_column(col)
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        table.add_row(f.name, describe_type(hints[f.name]), Text(_default(f)), Text(f.metadata.get("help", "")))
+    if not dataclasses.fields(config_cls):
+        table.add_row("(none)", "", "", "")
+    return table
+
+
+def _default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return repr(f.default)
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return repr(f.default_factory())  # type: ignore[misc]
+    return "(required)"
+
+
+# --------------------------------------------------------------------------------------------- init
+
+
+@cli.command()
+@click.argument("path", default="tunesmith.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace an existing file.")
+def init(path: Path, force: bool) -> None:
+    """Write a commented starter config to PATH (default: tunesmith.yaml)."""
+    from tunesmith.starter import STARTER_CONFIG
+
+    if path.exists() and not force:
+        raise TunesmithError(f"{path} already exists (use --force to replace it)")
+    path.write_text(STARTER_CONFIG, encoding="utf-8")
+    console.print(f"wrote {path}; next: [bold]tunesmith data check {path}[/]")
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@cli.group()
+def data() -> None:
+    """Inspect and validate training data."""
+
+
+def _load(ctx: click.Context, config: Path | None, overrides: tuple[str, ...]) -> Any:
+    from tunesmith.config import load_config
+
+    return load_config(config, list(overrides), _plugins(ctx))
+
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set training.learning_rate=1e-4 (repeatable).",
+)
+
+
+@data.command("check")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+@click.pass_context
+def data_check(ctx: click.Context, config: Path, overrides: tuple[str, ...]) -> None:
+    """Validate every split of CONFIG's data: counts, token lengths, one rendered example."""
+    _quiet_libraries()
+    from tunesmith.data import trained_segments
+    from tunesmith.pipeline import prepare
+
+    resolved = _load(ctx, config, overrides)
+    prepared, tokenizer, _, _ = prepare(resolved, RichUI())
+    table = Table(title="Data", title_justify="left")
+    for col in ("split", "source", "examples", "dropped", "min", "mean", "p95", "max", "trained tokens", "truncated"):
+        table.add_column(col, justify="right" if col not in ("split", "source") else "left")
+    for split, stats in prepared.stats.items():
+        table.add_row(
+            split, resolved.sources[split].describe(), str(stats["count"]), str(prepared.dropped.get(split, 0)),
+            str(stats["min_tokens"]), f"{stats['mean_tokens']:.1f}", str(stats["p95_tokens"]),
+            str(stats["max_tokens"]), str(stats["trained_tokens"]), str(stats["truncated"]),
+        )
+    console.print(table)
+    example = prepared.tokenized["train"][0]
+    text = Text()
+    for piece, trained in trained_segments(example, tokenizer):
+        text.append(piece, style="bold green" if trained else "dim")
+    console.print(f"First training example ({example.origin}); [bold green]trained tokens[/] vs [dim]context[/]:")
+    console.print(text)
+    console.print("[green]data OK[/]")
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue RUN_DIR from its last complete checkpoint (refused if inputs changed).")
+@click.pass_context
+def run(ctx: click.Context, config: Path | None, overrides: tuple[str, ...], overwrite: bool,
+        resume: Path | None) -> None:
+    """Train and evaluate as CONFIG says; writes a run directory."""
+    _quiet_libraries()
+    from tunesmith.pipeline import run as run_pipeline
+
+    if config is None and resume is None:
+        raise TunesmithError("give a CONFIG file, or --resume RUN_DIR")
+    if resume is not None and config is None:
+        config = resume / "config.yaml"
+        if not config.is_file():
+            raise TunesmithError(f"no run to resume at {resume}")
+    resolved = _load(ctx, config, overrides)
+    result = run_pipeline(resolved, _plugins(ctx), overwrite=overwrite, resume=resume, ui=RichUI())
+    print_metrics(result.metrics)
+    console.print(f"[green]run complete:[/] {result.run_dir} (report: {result.run_dir / 'report.md'})")
+
+
+def print_metrics(metrics: dict[str, Any]) -> None:
+    from tunesmith.report import fmt, metric_rows
+
+    table = Table(title="Held-out metrics", title_justify="left")
+    for col in ("split", "metric", "base", "tuned"):
+        table.add_column(col, justify="left" if col in ("split", "metric") else "right")
+    for split, name, base, tuned in metric_rows(metrics):
+        table.add_row(split, name, fmt(base), fmt(tuned))
+    console.print(table)
+
+
+# --------------------------------------------------------------------------------------------- eval
+
+
+@cli.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--evaluator", "evaluators", multiple=True, help="Evaluator name (repeatable); default: the run's.")
+@click.option("--split", "splits", multiple=True, help="Split to score (repeatable); default: the run's.")
+@click.option("--no-base", is_flag=True, help="Skip scoring the base model.")
+@click.pass_context
+def eval_command(ctx: click.Context, run_dir: Path, evaluators: tuple[str, ...], splits: tuple[str, ...],
+                 no_base: bool) -> None:
+    """Re-run evaluators on a finished run (base model and tuned model)."""
+    _quiet_libraries()
+    from tunesmith.evaluate_run import evaluate_run
+
+    metrics = evaluate_run(run_dir, _plugins(ctx), evaluators=list(evaluators), splits=list(splits),
+                           compare_base=not no_base, ui=RichUI())
+    print_metrics(metrics)
+
+
+# ---------------------------------------------------------------------------------------- entry
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: a fresh plugin registry per invocation."""
+    registry = Plugins()
+    group = copy.copy(cli)  # plugin commands go on this invocation's copy, never on the module's group
+    group.commands = dict(cli.commands)
+    registry.add_commands(group)
+    group.main(args=argv, obj=registry, prog_name="tunesmith")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

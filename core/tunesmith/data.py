@@ -1,0 +1,345 @@
+"""From raw records to training rows: format, tokenize with loss masks, pack, collate.
+
+Loss masking. A chat is rendered with the tokenizer's own chat template and tokenized once; a token is
+trained when its character span overlaps an assistant turn. Each assistant turn's span is found by
+rendering the conversation up to it with ``add_generation_prompt=True`` and again including it: the
+difference is exactly what the model must produce (content and end-of-turn), so templates need no
+``{% generation %}`` markers. A template that does not render conversations as prefixes of each other
+is refused, since spans could not be trusted.
+
+Packing without attention across samples. :func:`pack` puts several samples in one row with
+``position_ids`` restarting at 0 for each, and :class:`Collator` passes no ``attention_mask``. Read from
+``transformers/masking_utils.py`` (5.24: ``_preprocess_mask_arguments``, ``find_packed_sequence_indices``)
+and proven by ``tests/test_packing.py``, transformers then builds a per-sample causal mask only when ALL of:
+
+1. ``position_ids`` are passed; a new sample starts wherever a position is not the previous one plus 1.
+2. ``attention_mask`` is ``None``: any 2D mask, even all ones, turns detection off (hence no mask here,
+   and padding is one more "sample" of pad tokens with its own restarting positions and no labels).
+3. There is no cache. ``LlamaModel.forward`` defaults ``use_cache`` to ``config.use_cache`` (True) and
+   then creates a ``DynamicCache`` even in training, which silently disables detection: the trainer must
+   call ``model(**batch, use_cache=False)`` (or set ``model.config.use_cache = False``; gradient
+   checkpointing while training with gradients also forces it off). TRL's SFTTrainer passes it.
+4. ``config._attn_implementation`` is one transformers builds masks for: ``sdpa`` and ``eager`` (tested
+   here), ``flex_attention``; the ``flash_attention_*`` kernels read sample boundaries from
+   ``position_ids`` themselves (source reading only, no GPU here). A custom kernel gets no mask at all.
+5. No 4D mask is passed (it is used as is).
+
+HF shifts labels inside the model, so position t is trained to predict token t+1. The first token of
+every packed sample is therefore masked: otherwise the previous sample's last position would be trained
+to predict it across the boundary.
+
+No torch import at module level: only :class:`Collator` needs it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tunesmith.components import DataSource, Example, Formatter, InvalidRecord, RecordProblem
+from tunesmith.errors import TunesmithError
+
+IGNORE_INDEX = -100
+
+
+def read_split(source: DataSource, formatter: Formatter) -> tuple[list[Example], list[RecordProblem]]:
+    """Read and format every record of one split, collecting problems instead of stopping at the first."""
+    examples: list[Example] = []
+    problems: list[RecordProblem] = []
+    for item in source.read():
+        if isinstance(item, RecordProblem):
+            problems.append(item)
+            continue
+        try:
+            example = formatter.format(item)
+        except InvalidRecord as e:
+            problems.append(RecordProblem(item.origin, e.message, e.field))
+            continue
+        example.origin = item.origin
+        examples.append(example)
+    return examples, problems
+
+
+# ------------------------------------------------------------------------------------ chat template
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> str:
+    import jinja2
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise TunesmithError(
+            "the tokenizer has no chat template: use the 'text' formatter, or a model that ships a template"
+        )
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    except jinja2.TemplateError as e:
+        raise InvalidRecord(f"the chat template rejected this conversation: {e}") from None
+
+
+def render_prompt(tokenizer: Any, example: Example) -> str:
+    """The text a model continues at evaluation: the conversation before the last assistant turn, then the
+    assistant header. It already holds the template's special tokens: encode it with ``add_special_tokens=False``.
+    """
+    messages = example.prompt_messages
+    if messages is None:
+        raise TunesmithError(f"{example.origin}: not a chat ending with an assistant turn, so it has no prompt")
+    return _render(tokenizer, messages, add_generation_prompt=True)
+
+
+def _assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered chat and the character span of each assistant turn, end-of-turn included."""
+    full = _render(tokenizer, messages)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:i], add_generation_prompt=True)
+        through = _render(tokenizer, messages[: i + 1])
+        if not (through.startswith(before) and full.startswith(through)):
+            raise TunesmithError(
+                "the chat template is not prefix-stable (rendering a conversation's beginning does not give "
+                "the beginning of its rendering), so assistant turns cannot be located for loss masking",
+                details=[f"turn {i}: {through[-80:]!r}", "set data.train_on_prompt: true to train on every token"],
+            )
+        spans.append((len(before), len(through)))
+    return full, spans
+
+
+def _with_eos(text: str, spans: list[tuple[int, int]], eos: str) -> tuple[str, list[tuple[int, int]]]:
+    """Make every assistant span end with EOS, inserting it where the template does not emit it.
+
+    Generation stops at EOS: a template whose assistant turn lacks it (base-model templates often do)
+    would otherwise teach a model that never stops.
+    """
+    out, new_spans, shift, last = [], [], 0, 0
+    for start, end in spans:
+        out.append(text[last:end])
+        added = "" if eos in text[start:end] else eos
+        out.append(added)
+        new_spans.append((start + shift, end + shift + len(added)))
+        shift += len(added)
+        last = end
+    out.append(text[last:])
+    return "".join(out), new_spans
+
+
+# -------------------------------------------------------------------------------------- tokenizing
+
+
+@dataclass
+class TokenizedExample:
+    """Token ids and labels (``-100`` = not trained) of one example, with where it came from."""
+
+    input_ids: list[int]
+    labels: list[int]
+    origin: str = ""
+    truncated: bool = False
+
+    @property
+    def num_trained(self) -> int:
+        """Tokens that contribute to the loss; the first label never does (nothing predicts it)."""
+        return sum(label != IGNORE_INDEX for label in self.labels[1:])
+
+
+def _eos_id(tokenizer: Any) -> int:
+    if tokenizer.eos_token_id is None:
+        raise TunesmithError("the tokenizer has no EOS token, so a model could not learn to stop")
+    return tokenizer.eos_token_id
+
+
+def tokenize_example(
+    example: Example, tokenizer: Any, *, max_length: int, train_on_prompt: bool = False, truncate: bool = False
+) -> TokenizedExample:
+    """Tokenize one example and mask what is not trained; raises :class:`InvalidRecord` for unusable ones."""
+    if example.messages is not None:
+        text, spans = _assistant_spans(tokenizer, example.messages)
+        text, spans = _with_eos(text, spans, tokenizer.eos_token)
+        try:
+            encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:
+            raise TunesmithError("loss masking needs a fast tokenizer (one that returns character offsets)") from None
+        ids = list(encoding["input_ids"])
+        trained = [
+            any(start < e and max(end, start + 1) > s for s, e in spans) for start, end in encoding["offset_mapping"]
+        ]
+    elif example.text is not None:
+        ids = list(tokenizer(example.text)["input_ids"])
+        eos = _eos_id(tokenizer)
+        if not ids or ids[-1] != eos:
+            ids.append(eos)
+        trained = [True] * len(ids)
+    else:
+        raise ValueError(f"{example.origin}: example has neither messages nor text")
+    labels = [t if (train_on_prompt or keep) else IGNORE_INDEX for t, keep in zip(ids, trained)]
+    result = TokenizedExample(ids, labels, example.origin)
+    if len(ids) > max_length:
+        if not truncate:
+            raise InvalidRecord(
+                f"example has {len(ids)} tokens, more than max_length {max_length} "
+                "(raise max_length, or set truncate to cut it)"
+            )
+        result = TokenizedExample(ids[:max_length], labels[:max_length], example.origin, truncated=True)
+    if result.num_trained == 0:
+        after = f" after truncation to {max_length} tokens" if result.truncated else ""
+        raise InvalidRecord(f"no tokens left to train on{after}")
+    return result
+
+
+@dataclass
+class TokenStats:
+    """Token counts of a tokenized split, for the run report and sanity checks."""
+
+    count: int = 0
+    min_tokens: int = 0
+    mean_tokens: float = 0.0
+    p95_tokens: int = 0
+    max_tokens: int = 0
+    trained_tokens: int = 0
+    truncated: int = 0
+
+
+def tokenize_split(
+    examples: Iterable[Example],
+    tokenizer: Any,
+    *,
+    max_length: int,
+    train_on_prompt: bool = False,
+    truncate: bool = False,
+) -> tuple[list[TokenizedExample], list[RecordProblem], TokenStats]:
+    """Tokenize a split; an unusable example becomes a problem at its origin instead of stopping."""
+    done: list[TokenizedExample] = []
+    problems: list[RecordProblem] = []
+    for example in examples:
+        try:
+            done.append(
+                tokenize_example(
+                    example, tokenizer, max_length=max_length, train_on_prompt=train_on_prompt, truncate=truncate
+                )
+            )
+        except InvalidRecord as e:
+            problems.append(RecordProblem(example.origin, e.message, e.field))
+    lengths = sorted(len(t.input_ids) for t in done)
+    stats = TokenStats()
+    if lengths:
+        stats = TokenStats(
+            count=len(lengths),
+            min_tokens=lengths[0],
+            mean_tokens=sum(lengths) / len(lengths),
+            p95_tokens=lengths[math.ceil(0.95 * len(lengths)) - 1],
+            max_tokens=lengths[-1],
+            trained_tokens=sum(t.num_trained for t in done),
+            truncated=sum(t.truncated for t in done),
+        )
+    return done, problems, stats
+
+
+def trained_segments(tokenized: TokenizedExample, tokenizer: Any) -> list[tuple[str, bool]]:
+    """The example's text in consecutive pieces, each with whether its tokens are trained (for display)."""
+    segments: list[tuple[str, bool]] = []
+    run: list[int] = []
+    for i, (token, label) in enumerate(zip(tokenized.input_ids, tokenized.labels)):
+        run.append(token)
+        here = label != IGNORE_INDEX
+        if i + 1 == len(tokenized.input_ids) or (tokenized.labels[i + 1] != IGNORE_INDEX) != here:
+            segments.append((tokenizer.decode(run, skip_special_tokens=False), here))
+            run = []
+    return segments
+
+
+# ----------------------------------------------------------------------------------------- packing
+
+
+def pack(examples: Sequence[TokenizedExample], max_length: int) -> list[dict[str, list[int]]]:
+    """Pack examples first-fit-decreasing into rows of at most ``max_length`` tokens.
+
+    Each row has ``input_ids``, ``labels`` and ``position_ids`` restarting at 0 per sample; the first label
+    of every sample is masked so no position learns to predict across a boundary.
+    """
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
+    free = _MaxTree(len(examples))  # free space per row, to find the first row that fits in O(log n)
+    rows: list[list[int]] = []
+    for i in order:
+        size = len(examples[i].input_ids)
+        if size > max_length:
+            raise ValueError(f"{examples[i].origin}: {size} tokens do not fit max_length {max_length}")
+        row = free.first_at_least(size)
+        if row is None:
+            row = len(rows)
+            rows.append([])
+            free.set(row, max_length)
+        rows[row].append(i)
+        free.set(row, free.get(row) - size)
+    packed = []
+    for members in rows:
+        input_ids: list[int] = []
+        labels: list[int] = []
+        position_ids: list[int] = []
+        for i in members:
+            example = examples[i]
+            input_ids += example.input_ids
+            labels += [IGNORE_INDEX, *example.labels[1:]]
+            position_ids += range(len(example.input_ids))
+        packed.append({"input_ids": input_ids, "labels": labels, "position_ids": position_ids})
+    return packed
+
+
+class _MaxTree:
+    """A segment tree over row free space: first row whose free space is at least a size."""
+
+    def __init__(self, n: int) -> None:
+        self.size = 1
+        while self.size < max(n, 1):
+            self.size *= 2
+        self.tree = [-1] * (2 * self.size)
+
+    def get(self, i: int) -> int:
+        return self.tree[self.size + i]
+
+    def set(self, i: int, value: int) -> None:
+        i += self.size
+        self.tree[i] = value
+        while i > 1:
+            i //= 2
+            self.tree[i] = max(self.tree[2 * i], self.tree[2 * i + 1])
+
+    def first_at_least(self, value: int) -> int | None:
+        if self.tree[1] < value:
+            return None
+        i = 1
+        while i < self.size:
+            i = 2 * i if self.tree[2 * i] >= value else 2 * i + 1
+        return i - self.size
+
+
+class Collator:
+    """Batches rows into tensors; see the module docstring for what packed batches rely on.
+
+    Features are mappings with ``input_ids`` and ``labels`` (and ``position_ids`` when ``packed``).
+    Packed rows are padded with one extra sample of pad tokens (positions from 0, no labels) and get no
+    ``attention_mask``; unpacked rows are right-padded with an ``attention_mask``.
+    """
+
+    def __init__(self, pad_token_id: int, packed: bool) -> None:
+        self.pad_token_id = pad_token_id
+        self.packed = packed
+
+    def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
+        batch["position_ids" if self.packed else "attention_mask"] = []
+        for f in features:
+            n = len(f["input_ids"])
+            pad = width - n
+            batch["input_ids"].append([*f["input_ids"], *[self.pad_token_id] * pad])
+            batch["labels"].append([*f["labels"], *[IGNORE_INDEX] * pad])
+            if self.packed:
+                batch["position_ids"].append([*f["position_ids"], *range(pad)])
+            else:
+                batch["attention_mask"].append([1] * n + [0] * pad)
+        return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}

@@ -1,0 +1,290 @@
+"""Evaluation: what an evaluator plugin sees (:class:`EvalContext`) and how evaluators are run.
+
+An evaluator only talks to the context: ``ctx.examples``, ``ctx.generate``, ``ctx.score``,
+``ctx.record_samples``, ``ctx.config`` (and ``ctx.model`` / ``ctx.tokenizer`` when it needs more). That
+keeps vendors' evaluators independent of how the engine loads models, and lets tests hand evaluators a
+stub context.
+
+torch and transformers are imported inside functions: this module is imported by the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunesmith.components import Evaluator, Example
+
+OnBatch = Callable[[int], None]
+
+
+@dataclass
+class EvalExample:
+    """One evaluation example, already rendered for generation.
+
+    ``prompt`` is the chat-template rendering of the prompt messages with the generation prompt
+    appended; ``completion`` is what the template renders after it for the reference answer (the
+    reference plus end-of-turn markers: what training puts loss on). Plain-text examples have an empty
+    prompt, ``text`` set and no reference.
+    """
+
+    prompt: str
+    reference: str | None = None
+    messages: list[dict[str, str]] | None = None
+    text: str | None = None
+    origin: str = ""
+    completion: str | None = None
+
+
+def to_eval_examples(examples: Sequence[Example], tokenizer: Any) -> list[EvalExample]:
+    """Render formatted examples with the tokenizer's chat template (chat) or keep their text (plain)."""
+    out: list[EvalExample] = []
+    for ex in examples:
+        prompt_messages = ex.prompt_messages
+        if prompt_messages is None:
+            out.append(EvalExample(prompt="", text=ex.text, origin=ex.origin))
+            continue
+        prompt = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(ex.messages, tokenize=False)
+        # Templates that render the answer differently from the generation prompt (rare) fall back to
+        # the bare reference.
+        completion = full[len(prompt) :] if full.startswith(prompt) else ex.reference
+        out.append(
+            EvalExample(
+                prompt=prompt,
+                reference=ex.reference,
+                messages=prompt_messages,
+                origin=ex.origin,
+                completion=completion,
+            )
+        )
+    return out
+
+
+class EvalContext:
+    """What an evaluator receives: the model, the tokenizer, the examples and batched helpers.
+
+    Attributes: ``model``, ``tokenizer``, ``examples`` (:class:`EvalExample`), ``config`` (the
+    evaluator's own ``Config`` instance), ``split`` (e.g. ``"validation"``), ``label`` (``"base"`` or
+    ``"tuned"``), ``device``, ``batch_size``, ``max_new_tokens`` (the default for :meth:`generate`),
+    ``samples`` (what :meth:`record_samples` stored) and ``on_batch`` (called with the number of items
+    finished after each batch, for progress bars).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        examples: list[EvalExample],
+        config: Any = None,
+        *,
+        split: str = "validation",
+        label: str = "tuned",
+        batch_size: int = 16,
+        max_new_tokens: int = 64,
+        device: Any = None,
+        on_batch: OnBatch | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.examples = examples
+        self.config = config
+        self.split = split
+        self.label = label
+        self.batch_size = max(1, int(batch_size))
+        self.max_new_tokens = max_new_tokens
+        self.device = device if device is not None else _model_device(model)
+        self.on_batch = on_batch
+        self.samples: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def record_samples(self, samples: list[dict[str, Any]]) -> None:
+        """Keep example predictions (e.g. ``{"prompt", "reference", "prediction"}``) for the report."""
+        self.samples.extend(dict(s) for s in samples)
+
+    def generate(self, prompts: list[str], *, max_new_tokens: int | None = None, **kwargs: Any) -> list[str]:
+        """Complete each prompt; return only the new text, special tokens removed.
+
+        Greedy unless ``kwargs`` say otherwise (they go to ``model.generate``); stops at the tokenizer's
+        EOS. Prompts are used as given (``add_special_tokens=False``): a chat-rendered prompt already
+        carries its BOS. Batches are left-padded so every row's new tokens start at the same column.
+        """
+        import torch
+
+        tok = self.tokenizer
+        pad_id = _pad_id(tok)
+        options: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens if max_new_tokens is not None else self.max_new_tokens,
+            do_sample=False,
+            use_cache=True,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=pad_id,
+        )
+        options.update(kwargs)
+        results: list[str] = [""] * len(prompts)
+        saved_side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            with _eval_mode(self.model), torch.inference_mode():
+                for idx in _batches(prompts, self.batch_size, key=len):
+                    batch = [prompts[i] for i in idx]
+                    enc = tok(batch, add_special_tokens=False, padding=True, return_tensors="pt")
+                    enc = {
+                        k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")
+                    }
+                    out = self.model.generate(**enc, **options)
+                    new_tokens = out[:, enc["input_ids"].shape[1] :]
+                    texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
+                    for i, text in zip(idx, texts, strict=True):
+                        results[i] = text
+                    self._progress(len(idx))
+        finally:
+            tok.padding_side = saved_side
+        return results
+
+    def score(self, prompts: list[str], completions: list[str]) -> list[tuple[float, int]]:
+        """For each pair, the summed log-probability of the completion's tokens given the prompt, and
+        how many tokens that is.
+
+        The completion is tokenized as part of ``prompt + completion`` (how the model saw it in
+        training), not on its own. Its tokens are those after the longest common prefix of the tokens of
+        ``prompt`` alone and of ``prompt + completion``: a token that merges across the boundary counts as
+        completion. A token with nothing before it (an empty prompt) cannot be predicted and is not
+        counted.
+        """
+        import torch
+
+        if len(prompts) != len(completions):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(completions)} completions")
+        tok = self.tokenizer
+        rows = [_split_tokens(tok, p, c) for p, c in zip(prompts, completions, strict=True)]
+        results: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+        pad_id = _pad_id(tok)
+        with _eval_mode(self.model), torch.inference_mode():
+            for idx in _batches(rows, self.batch_size, key=lambda r: len(r[0])):
+                # Right padding: real tokens keep positions 0..n-1, so no position ids are needed.
+                width = max(len(rows[i][0]) for i in idx)
+                ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    tokens = rows[i][0]
+                    ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+                    mask[row, : len(tokens)] = 1
+                logits = self.model(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False
+                ).logits
+                for row, i in enumerate(idx):
+                    tokens, start = rows[i]
+                    start = max(start, 1)
+                    if start >= len(tokens):
+                        results[i] = (0.0, 0)
+                        continue
+                    # Logits at position t predict token t + 1.
+                    logprobs = torch.log_softmax(logits[row, start - 1 : len(tokens) - 1].float(), dim=-1)
+                    target = torch.tensor(tokens[start:], device=logprobs.device).unsqueeze(-1)
+                    total = logprobs.gather(-1, target).sum().item()
+                    results[i] = (float(total), len(tokens) - start)
+                self._progress(len(idx))
+        return results
+
+    def _progress(self, done: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(done)
+
+
+@dataclass
+class EvalResult:
+    """Metrics keyed ``"<evaluator>/<metric>"`` and the samples each evaluator recorded."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def run_evaluators(
+    model: Any,
+    tokenizer: Any,
+    evaluators: list[Evaluator],
+    examples: list[EvalExample],
+    *,
+    split: str,
+    label: str,
+    batch_size: int = 16,
+    max_new_tokens: int = 64,
+    on_batch: OnBatch | None = None,
+) -> EvalResult:
+    """Run each evaluator on its own context. An evaluator's exception propagates: the caller decides."""
+    result = EvalResult()
+    for evaluator in evaluators:
+        ctx = EvalContext(
+            model,
+            tokenizer,
+            examples,
+            evaluator.config,
+            split=split,
+            label=label,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            on_batch=on_batch,
+        )
+        metrics = evaluator.evaluate(ctx)
+        for metric, value in metrics.items():
+            result.metrics[f"{evaluator.name}/{metric}"] = float(value)
+        if ctx.samples:
+            result.samples[evaluator.name] = ctx.samples
+    return result
+
+
+# ---------------------------------------------------------------------------------------- internals
+
+
+def _model_device(model: Any) -> Any:
+    device = getattr(model, "device", None)
+    if device is not None:
+        return device
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return "cpu"
+
+
+def _pad_id(tokenizer: Any) -> int:
+    """The pad token id, falling back to EOS (padded positions are masked, so any id will do)."""
+    pad = tokenizer.pad_token_id
+    return pad if pad is not None else tokenizer.eos_token_id
+
+
+def _batches(items: Sequence[Any], size: int, key: Callable[[Any], int]) -> list[list[int]]:
+    """Indices in batches of similar length (longest first), so little compute goes on padding."""
+    order = sorted(range(len(items)), key=lambda i: -key(items[i]))
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def _split_tokens(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], int]:
+    """Tokens of ``prompt + completion`` and the index where the completion's tokens start."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    full_ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
+    start = 0
+    for a, b in zip(prompt_ids, full_ids, strict=False):
+        if a != b:
+            break
+        start += 1
+    return list(full_ids), start
+
+
+class _eval_mode:
+    """``model.eval()`` for the duration, then the previous training mode back."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        self.was_training = bool(getattr(self.model, "training", False))
+        self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self.was_training)
+
+
+__all__ = ["EvalContext", "EvalExample", "EvalResult", "run_evaluators", "to_eval_examples"]

@@ -1,0 +1,82 @@
+"""Loading base models and tokenizers: any Hugging Face id or local path, or the built-in ``tiny``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunesmith.config import ModelConfig
+from tunesmith.errors import TunesmithError
+
+TINY = "tiny"
+
+# Used only when a tokenizer ships without a chat template (base models such as Llama-2-7b): a
+# ChatML-style layout ending each assistant turn with the tokenizer's EOS so the model learns to stop.
+# It is saved with the run's tokenizer, so inference renders prompts exactly as training did.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}{{ '<|im_end|>' }}{% endif %}"
+    "{{ '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def model_path(cfg: ModelConfig, log: Any = None) -> str:
+    """The directory or hub id to load; builds (once, cached) the tiny model when asked for."""
+    if cfg.path == TINY:
+        from tunesmith.tiny import ensure_tiny_model
+
+        return str(ensure_tiny_model(log=log))
+    return cfg.path
+
+
+def load_tokenizer(cfg: ModelConfig, path: str) -> tuple[Any, list[str]]:
+    """The tokenizer with a pad token and a chat template; returns it with notes worth showing."""
+    from transformers import AutoTokenizer
+
+    notes = []
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise TunesmithError(f"cannot load the tokenizer of '{cfg.path}': {_first_line(exc)}") from None
+    if tokenizer.pad_token is None:
+        # Padding is always masked out (labels -100 / separate segments), so EOS is a safe pad.
+        tokenizer.pad_token = tokenizer.eos_token
+        notes.append("the tokenizer has no pad token: using its EOS token for padding")
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        notes.append("the tokenizer has no chat template: using a ChatML-style one (saved with the run)")
+    return tokenizer, notes
+
+
+def torch_dtype(cfg: ModelConfig, precision: str) -> Any:
+    import torch
+
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if cfg.dtype != "auto":
+        return names[cfg.dtype]
+    return {"bf16": torch.bfloat16, "fp16": torch.float32}.get(precision, torch.float32)
+
+
+def load_model(cfg: ModelConfig, path: str, *, dtype: Any, extra: dict[str, Any] | None = None) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` with the run's dtype and the method's extra arguments."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = dict(
+        revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=dtype, **(extra or {})
+    )
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise TunesmithError(f"cannot load model '{cfg.path}': {_first_line(exc)}") from None
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

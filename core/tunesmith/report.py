@@ -1,0 +1,105 @@
+"""The human-readable report of a run: ``report.md`` with the base-vs-tuned table and a loss curve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import Resolved
+from tunesmith.rundir import write_atomic
+
+
+def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, float | None, float | None]]:
+    """(split, metric, base, tuned) for every metric scored, in a stable order."""
+    rows = []
+    base, tuned = metrics.get("base", {}), metrics.get("tuned", {})
+    for split in sorted(set(base) | set(tuned)):
+        names = list(dict.fromkeys([*tuned.get(split, {}), *base.get(split, {})]))
+        for name in names:
+            rows.append((split, name, base.get(split, {}).get(name), tuned.get(split, {}).get(name)))
+    return rows
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
+
+
+def read_losses(run_dir: Path) -> list[tuple[int, float]]:
+    path = run_dir / "train_log.jsonl"
+    if not path.is_file():
+        return []
+    points = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if "loss" in entry:
+            points.append((entry["step"], entry["loss"]))
+    return points
+
+
+def plot_losses(points: list[tuple[int, float]], path: Path) -> bool:
+    if len(points) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([s for s, _ in points], [v for _, v in points], marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], samples: dict[str, Any]) -> None:
+    cfg = resolved.config
+    params = metrics["parameters"]
+    train = metrics["train"]
+    lines = [
+        f"# Run `{cfg.name}`",
+        "",
+        f"- base model: `{cfg.model.path}`",
+        f"- method: `{resolved.method.name}` · objective: `{resolved.objective.name}` · "
+        f"formatter: `{resolved.formatter.name}`",
+        f"- trainable parameters: {params['trainable']:,} of {params['total']:,} "
+        f"({100 * params['trainable'] / max(params['total'], 1):.4f}%)",
+        f"- base model memory: {params['base_memory_bytes'] / 2**20:.1f} MiB",
+        f"- learning rate {cfg.training.learning_rate:g}, batch {cfg.training.batch_size} × "
+        f"{cfg.training.gradient_accumulation_steps}, epochs {cfg.training.epochs:g}, seed {cfg.training.seed}",
+        f"- training: {train.get('wall_seconds', 0):.1f} s, {train.get('rows', 0)} rows"
+        + (f", {train['tokens_per_second']:,.0f} tokens/s" if "tokens_per_second" in train else ""),
+        "",
+        "## Held-out metrics",
+        "",
+        "| split | metric | base | tuned |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {s} | {m} | {fmt(b)} | {fmt(t)} |" for s, m, b, t in metric_rows(metrics)]
+    if metrics.get("errors"):
+        lines += ["", "## Evaluator errors", ""] + [f"- {e}" for e in metrics["errors"]]
+    lines += ["", "## Data", "", "| split | examples | dropped | mean tokens | max tokens | truncated |",
+              "|---|---|---|---|---|---|"]
+    for split, st in metrics["data"].items():
+        lines.append(
+            f"| {split} | {st.get('count', '?')} | {st.get('dropped', 0)} | {fmt(st.get('mean_tokens'))} | "
+            f"{st.get('max_tokens', '?')} | {st.get('truncated', 0)} |"
+        )
+    if plot_losses(read_losses(run_dir), run_dir / "loss.png"):
+        lines += ["", "## Training loss", "", "![training loss](loss.png)"]
+    shown = [(split, name, s) for split, per in samples.items() for name, items in per.items() for s in items]
+    if shown:
+        lines += ["", "## Sample predictions (tuned)", ""]
+        for split, name, s in shown[:6]:
+            lines += [
+                f"- **{split} / {name}** {'✓' if s.get('match') else '✗'}",
+                f"  - reference: `{s.get('reference')}`",
+                f"  - prediction: `{s.get('prediction')}`",
+            ]
+    write_atomic(run_dir / "report.md", "\n".join(lines) + "\n")

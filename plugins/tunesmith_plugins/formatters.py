@@ -1,0 +1,133 @@
+"""Built-in formatters: Alpaca instruction records, OpenAI-style chats, and plain text.
+
+Each one checks a record fully before building an :class:`Example`, and names the offending field
+(``messages[2].role``) so a user can fix the data from the message alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from tunesmith import Example, Formatter, InvalidRecord, Record, hookimpl, option
+
+ROLES = ("system", "user", "assistant")
+# Role names other chat formats use (ShareGPT, Gemini), for the did-you-mean hint.
+ROLE_ALIASES = {"human": "user", "gpt": "assistant", "model": "assistant", "bot": "assistant", "ai": "assistant"}
+
+
+def _type_name(value: Any) -> str:
+    names = {str: "a string", list: "a list", dict: "an object", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _string(fields: Any, key: str, *, required: bool = True, what: str = "content") -> str:
+    """The string at ``fields[key]``; missing/empty is an error when ``required``, else ``""``."""
+    if key not in fields or fields[key] is None:
+        if required:
+            raise InvalidRecord("missing", field=key)
+        return ""
+    value = fields[key]
+    if not isinstance(value, str):
+        raise InvalidRecord(f"expected a string, got {_type_name(value)}", field=key)
+    if required and not value.strip():
+        raise InvalidRecord(f"empty {what}", field=key)
+    return value
+
+
+class AlpacaFormatter(Formatter):
+    """Alpaca records (instruction, optional input, output, optional system) as a one-turn chat.
+
+    The user turn is the instruction, followed by a blank line and the input when there is one; the
+    assistant turn is the output, which is what the model learns to produce.
+    """
+
+    name = "alpaca"
+
+    @dataclass
+    class Config:
+        instruction_field: str = option("instruction", help="Field with the instruction")
+        input_field: str = option("input", help="Field with the optional input (context) for the instruction")
+        output_field: str = option("output", help="Field with the expected answer (the completion)")
+        system_field: str = option("system", help="Field with an optional system prompt")
+
+    def format(self, record: Record) -> Example:
+        c, fields = self.config, record.fields
+        instruction = _string(fields, c.instruction_field, what="instruction")
+        extra = _string(fields, c.input_field, required=False)
+        output = _string(fields, c.output_field, what="completion")
+        system = _string(fields, c.system_field, required=False)
+        messages = [{"role": "system", "content": system}] if system.strip() else []
+        user = instruction + ("\n\n" + extra if extra.strip() else "")
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+        return Example(messages=messages)
+
+
+class ChatFormatter(Formatter):
+    """OpenAI-style chats: a list of {role, content} turns ending with the assistant's answer.
+
+    Roles are system, user and assistant; every assistant turn is trained on. A conversation must end
+    with an assistant turn, and no turn may be empty.
+    """
+
+    name = "chat"
+
+    @dataclass
+    class Config:
+        messages_field: str = option("messages", help="Field holding the list of {role, content} turns")
+
+    def format(self, record: Record) -> Example:
+        key = self.config.messages_field
+        if key not in record.fields:
+            raise InvalidRecord("missing", field=key)
+        turns = record.fields[key]
+        if not isinstance(turns, list):
+            raise InvalidRecord(f"expected a list of {{role, content}} turns, got {_type_name(turns)}", field=key)
+        if not turns:
+            raise InvalidRecord("empty conversation", field=key)
+        messages = [_turn(turn, f"{key}[{i}]") for i, turn in enumerate(turns)]
+        if not any(m["role"] == "assistant" for m in messages):
+            raise InvalidRecord("no assistant turn to train on", field=key)
+        if messages[-1]["role"] != "assistant":
+            raise InvalidRecord(
+                f"conversation ends with a {messages[-1]['role']} turn; it must end with an assistant turn",
+                field=f"{key}[{len(messages) - 1}].role",
+            )
+        return Example(messages=messages)
+
+
+def _turn(turn: Any, where: str) -> dict[str, str]:
+    if not isinstance(turn, dict):
+        raise InvalidRecord(f"expected an object with role and content, got {_type_name(turn)}", field=where)
+    try:
+        role = _string(turn, "role", what="role")
+        if role not in ROLES:
+            match = ROLE_ALIASES.get(role.lower()) or next(
+                iter(difflib.get_close_matches(role.lower(), ROLES, n=1, cutoff=0.5)), None
+            )
+            hint = f"; did you mean '{match}'?" if match else ""
+            raise InvalidRecord(f"unknown role '{role}' (expected one of {', '.join(ROLES)}){hint}", field="role")
+        content = _string(turn, "content", what="completion" if role == "assistant" else "content")
+    except InvalidRecord as e:
+        raise InvalidRecord(e.message, field=f"{where}.{e.field}") from None
+    return {"role": role, "content": content}
+
+
+class TextFormatter(Formatter):
+    """Plain text for continued pre-training: every token is trained on."""
+
+    name = "text"
+
+    @dataclass
+    class Config:
+        text_field: str = option("text", help="Field holding the text")
+
+    def format(self, record: Record) -> Example:
+        return Example(text=_string(record.fields, self.config.text_field, what="text"))
+
+
+@hookimpl
+def register_formatters(register: Any) -> None:
+    for cls in (AlpacaFormatter, ChatFormatter, TextFormatter):
+        register(cls)

@@ -1,0 +1,46 @@
+"""Supervised fine-tuning (instruction tuning) with the Hugging Face Trainer.
+
+The plain ``transformers.Trainer`` is used rather than TRL's SFTTrainer: tunesmith already tokenizes,
+masks and packs (with per-sample attention isolation), and the plain Trainer runs ~45 % faster per step
+on CPU than SFTTrainer with the same data (STACK-NOTES). Loss is the model's own shifted cross-entropy
+over the tokens the data pipeline left unmasked, averaged over all trained tokens in the step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunesmith import Objective, hookimpl
+
+
+class Sft(Objective):
+    """Supervised fine-tuning: next-token loss on completion / assistant tokens.
+
+    Works with every method. Loss is computed only where the data pipeline marks tokens as trained
+    (completions, assistant turns, or everything for plain text and with data.train_on_prompt).
+    """
+
+    name = "sft"
+    example_kind = "sft"
+
+    def train(self, ctx: Any) -> None:
+        from transformers import Trainer, TrainingArguments
+
+        # Packed rows carry restarting position_ids and no attention mask; transformers only derives
+        # the per-sample block-diagonal mask from them when no KV cache is requested.
+        ctx.model.config.use_cache = False
+        trainer = Trainer(
+            model=ctx.model,
+            args=TrainingArguments(**ctx.training_kwargs()),
+            train_dataset=ctx.train_rows,
+            data_collator=ctx.collator,
+            processing_class=ctx.tokenizer,
+            callbacks=ctx.callbacks,
+        )
+        trainer.train(resume_from_checkpoint=ctx.resume_from)
+        ctx.model.config.use_cache = True
+
+
+@hookimpl
+def register_objectives(register):
+    register(Sft)
