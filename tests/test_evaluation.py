@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+
 from tunesmith import Evaluator, Example, TunesmithError, option
 from tunesmith.evaluation import EvalContext, EvalExample, EvalResult, run_evaluators, to_eval_examples
 from tunesmith.tiny import build_random_model, build_tokenizer

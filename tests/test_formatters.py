@@ -15,7 +15,9 @@ def fmt(formatter: Any, fields: dict) -> Example:
 
 
 def test_alpaca_with_input_and_system() -> None:
-    example = fmt(AlpacaFormatter(), {"instruction": "Add.", "input": "2 2", "output": "4", "system": "Be terse."})
+    example = fmt(
+        AlpacaFormatter(), {"instruction": "Add.", "input": "2 2", "output": "4", "system": "Be terse."}
+    )
     assert example.messages == [
         {"role": "system", "content": "Be terse."},
         {"role": "user", "content": "Add.\n\n2 2"},
@@ -95,7 +97,10 @@ def test_chat_missing_field_and_custom_name() -> None:
     with pytest.raises(InvalidRecord) as info:
         fmt(ChatFormatter(), {"conversations": [user(), bot()]})
     assert (info.value.field, info.value.message) == ("messages", "missing")
-    example = fmt(ChatFormatter(ChatFormatter.Config(messages_field="conversations")), {"conversations": [user(), bot()]})
+    example = fmt(
+        ChatFormatter(ChatFormatter.Config(messages_field="conversations")),
+        {"conversations": [user(), bot()]},
+    )
     assert example.reference == "a"
 
 

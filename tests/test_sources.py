@@ -65,7 +65,9 @@ def test_broken_jsonl_gives_one_problem_per_record_with_file_line_and_field(tmp_
 def test_jsonl_skips_a_byte_order_mark(tmp_path: Path) -> None:
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + line({"text": "a"}))
-    assert list(JsonlSource(JsonlSource.Config(path=str(path))).read()) == [Record({"text": "a"}, f"{path}:1")]
+    assert list(JsonlSource(JsonlSource.Config(path=str(path))).read()) == [
+        Record({"text": "a"}, f"{path}:1")
+    ]
 
 
 @pytest.mark.parametrize("cls", [JsonlSource, JsonSource, CsvSource, ParquetSource])
@@ -118,7 +120,10 @@ def test_parquet_rows(tmp_path: Path) -> None:
     path = tmp_path / "data.parquet"
     pq.write_table(pa.table({"text": ["a", "b"], "n": [1, 2]}), path)
     items = list(ParquetSource(ParquetSource.Config(path=str(path))).read())
-    assert items == [Record({"text": "a", "n": 1}, f"{path} row 0"), Record({"text": "b", "n": 2}, f"{path} row 1")]
+    assert items == [
+        Record({"text": "a", "n": 1}, f"{path} row 0"),
+        Record({"text": "b", "n": 2}, f"{path} row 1"),
+    ]
 
 
 @pytest.fixture

@@ -33,7 +33,9 @@ def trained_text(tok: Any, t: TokenizedExample) -> list[str]:
 
 def test_only_assistant_content_and_eos_are_trained(tokenize_tok: Any) -> None:
     tok = tokenize_tok
-    example = chat(("system", "Be kind"), ("user", "héllo"), ("assistant", "hi ü"), ("user", "more"), ("assistant", "ok"))
+    example = chat(
+        ("system", "Be kind"), ("user", "héllo"), ("assistant", "hi ü"), ("user", "more"), ("assistant", "ok")
+    )
     t = tokenize_example(example, tok, max_length=256)
 
     assert trained_text(tok, t) == [f"hi ü{EOS}", f"ok{EOS}"]
@@ -42,15 +44,16 @@ def test_only_assistant_content_and_eos_are_trained(tokenize_tok: Any) -> None:
     expected += tok("ok", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert trained_ids == expected
     assert t.num_trained == len(expected)
-    assert t.input_ids == tok(tok.apply_chat_template(example.messages, tokenize=False), add_special_tokens=False)[
-        "input_ids"
-    ]
+    rendered = tok.apply_chat_template(example.messages, tokenize=False)
+    assert t.input_ids == tok(rendered, add_special_tokens=False)["input_ids"]
     assert "".join(text for text, _ in trained_segments(t, tok)) == tok.decode(t.input_ids)
     assert t.origin == "d.jsonl:1" and not t.truncated
 
 
 def test_train_on_prompt_trains_every_token(tokenize_tok: Any) -> None:
-    t = tokenize_example(chat(("user", "q"), ("assistant", "a")), tokenize_tok, max_length=64, train_on_prompt=True)
+    t = tokenize_example(
+        chat(("user", "q"), ("assistant", "a")), tokenize_tok, max_length=64, train_on_prompt=True
+    )
     assert t.labels == t.input_ids
 
 
@@ -60,7 +63,9 @@ def test_eos_is_added_when_the_template_omits_it() -> None:
         "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
         "{% if add_generation_prompt %}assistant: {% endif %}"
     )
-    t = tokenize_example(chat(("user", "q"), ("assistant", "a"), ("user", "r"), ("assistant", "b")), tok, max_length=64)
+    t = tokenize_example(
+        chat(("user", "q"), ("assistant", "a"), ("user", "r"), ("assistant", "b")), tok, max_length=64
+    )
     assert trained_text(tok, t) == [f"a\n{EOS}", f"b\n{EOS}"]
     assert tok.decode(t.input_ids) == f"user: q\nassistant: a\n{EOS}user: r\nassistant: b\n{EOS}"
 
@@ -105,7 +110,12 @@ def test_tokenize_split_reports_problems_at_their_origin_and_counts(tokenize_tok
     assert [(p.origin, p.field) for p in problems] == [("d.jsonl:2", None)]
     assert "more than max_length 30" in str(problems[0])
     lengths = [len(t.input_ids) for t in done]
-    assert (stats.count, stats.min_tokens, stats.max_tokens, stats.p95_tokens) == (2, min(lengths), max(lengths), max(lengths))
+    assert (stats.count, stats.min_tokens, stats.max_tokens, stats.p95_tokens) == (
+        2,
+        min(lengths),
+        max(lengths),
+        max(lengths),
+    )
     assert stats.mean_tokens == sum(lengths) / 2
     assert stats.trained_tokens == sum(t.num_trained for t in done) and stats.truncated == 0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import json
 import os
 import sys
@@ -49,8 +48,12 @@ class RichUI(Quiet):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(
-            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         ) as bar:
             task = bar.add_task(description, total=total)
 
@@ -67,9 +70,9 @@ class TunesmithGroup(click.Group):
         try:
             return super().invoke(ctx)
         except TunesmithError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}")
+            err_console.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
             for line in exc.details:
-                err_console.print(f"  {line}", markup=False)
+                err_console.print(f"  {line}", markup=False, soft_wrap=True)
             sys.exit(2)
 
 
@@ -115,17 +118,26 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         out = {
             "plugins": [
                 {
-                    "name": i.name, "distribution": i.distribution, "version": i.version, "module": i.module,
-                    "status": i.status, "stage": i.stage, "error": i.error, "problems": i.problems,
+                    "name": i.name,
+                    "distribution": i.distribution,
+                    "version": i.version,
+                    "module": i.module,
+                    "status": i.status,
+                    "stage": i.stage,
+                    "error": i.error,
+                    "problems": i.problems,
                     "components": [{"kind": k, "name": n} for k, n in i.components],
                 }
                 for i in registry.infos
             ],
             "components": [
                 {
-                    "kind": kind, "name": name, "plugin": registry.owner(kind, name).name,
+                    "kind": kind,
+                    "name": name,
+                    "plugin": registry.owner(kind, name).name,
                     "distribution": registry.owner(kind, name).distribution,
-                    "version": registry.owner(kind, name).version, "status": registry.owner(kind, name).status,
+                    "version": registry.owner(kind, name).version,
+                    "status": registry.owner(kind, name).status,
                     "summary": cls.summary(),
                 }
                 for kind, comps in registry.components.items()
@@ -140,7 +152,9 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
     for kind, comps in registry.components.items():
         for name, cls in sorted(comps.items()):
             owner = registry.owner(kind, name)
-            table.add_row(KIND_LABELS[kind], name, f"{owner.distribution} {owner.version}", Text(cls.summary()))
+            table.add_row(
+                KIND_LABELS[kind], name, f"{owner.distribution} {owner.version}", Text(cls.summary())
+            )
     console.print(table)
     odd = [i for i in registry.infos if i.status != "ok" or i.problems]
     if odd:
@@ -166,12 +180,16 @@ def plugins_show(ctx: click.Context, name: str) -> None:
 
         match = difflib.get_close_matches(name, everything, n=1)
         hint = f" (did you mean '{match[0]}'?)" if match else ""
-        raise TunesmithError(f"no component named '{name}'{hint}", details=[f"installed: {', '.join(everything)}"])
+        raise TunesmithError(
+            f"no component named '{name}'{hint}", details=[f"installed: {', '.join(everything)}"]
+        )
     for cls in found:
         owner = registry.owner(cls.kind, cls.name)
-        console.print(f"[bold]{cls.name}[/] — {KIND_LABELS[cls.kind]} from {owner.name} "
-                      f"({owner.distribution} {owner.version})")
-        console.print(Text(inspect.cleandoc(cls.__doc__ or "")))
+        console.print(
+            f"[bold]{cls.name}[/] — {KIND_LABELS[cls.kind]} from {owner.name} "
+            f"({owner.distribution} {owner.version})"
+        )
+        console.print(Text(cls.description()))
         console.print()
         console.print(options_table(cls.Config, f"{cls.kind} options"))
 
@@ -184,7 +202,9 @@ def options_table(config_cls: type, title: str) -> Table:
         table.add_column(col)
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
-        table.add_row(f.name, describe_type(hints[f.name]), Text(_default(f)), Text(f.metadata.get("help", "")))
+        table.add_row(
+            f.name, describe_type(hints[f.name]), Text(_default(f)), Text(f.metadata.get("help", ""))
+        )
     if not dataclasses.fields(config_cls):
         table.add_row("(none)", "", "", "")
     return table
@@ -229,7 +249,10 @@ def _load(ctx: click.Context, config: Path | None, overrides: tuple[str, ...]) -
 
 
 set_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
     help="Override a config value, e.g. --set training.learning_rate=1e-4 (repeatable).",
 )
 
@@ -247,20 +270,40 @@ def data_check(ctx: click.Context, config: Path, overrides: tuple[str, ...]) -> 
     resolved = _load(ctx, config, overrides)
     prepared, tokenizer, _, _ = prepare(resolved, RichUI())
     table = Table(title="Data", title_justify="left")
-    for col in ("split", "source", "examples", "dropped", "min", "mean", "p95", "max", "trained tokens", "truncated"):
+    for col in (
+        "split",
+        "source",
+        "examples",
+        "dropped",
+        "min",
+        "mean",
+        "p95",
+        "max",
+        "trained tokens",
+        "truncated",
+    ):
         table.add_column(col, justify="right" if col not in ("split", "source") else "left")
     for split, stats in prepared.stats.items():
         table.add_row(
-            split, resolved.sources[split].describe(), str(stats["count"]), str(prepared.dropped.get(split, 0)),
-            str(stats["min_tokens"]), f"{stats['mean_tokens']:.1f}", str(stats["p95_tokens"]),
-            str(stats["max_tokens"]), str(stats["trained_tokens"]), str(stats["truncated"]),
+            split,
+            resolved.sources[split].describe(),
+            str(stats["count"]),
+            str(prepared.dropped.get(split, 0)),
+            str(stats["min_tokens"]),
+            f"{stats['mean_tokens']:.1f}",
+            str(stats["p95_tokens"]),
+            str(stats["max_tokens"]),
+            str(stats["trained_tokens"]),
+            str(stats["truncated"]),
         )
     console.print(table)
     example = prepared.tokenized["train"][0]
     text = Text()
     for piece, trained in trained_segments(example, tokenizer):
         text.append(piece, style="bold green" if trained else "dim")
-    console.print(f"First training example ({example.origin}); [bold green]trained tokens[/] vs [dim]context[/]:")
+    console.print(
+        f"First training example ({example.origin}); [bold green]trained tokens[/] vs [dim]context[/]:"
+    )
     console.print(text)
     console.print("[green]data OK[/]")
 
@@ -272,11 +315,15 @@ def data_check(ctx: click.Context, config: Path, overrides: tuple[str, ...]) -> 
 @click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @set_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
-@click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
-              help="Continue RUN_DIR from its last complete checkpoint (refused if inputs changed).")
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Continue RUN_DIR from its last complete checkpoint (refused if inputs changed).",
+)
 @click.pass_context
-def run(ctx: click.Context, config: Path | None, overrides: tuple[str, ...], overwrite: bool,
-        resume: Path | None) -> None:
+def run(
+    ctx: click.Context, config: Path | None, overrides: tuple[str, ...], overwrite: bool, resume: Path | None
+) -> None:
     """Train and evaluate as CONFIG says; writes a run directory."""
     _quiet_libraries()
     from tunesmith.pipeline import run as run_pipeline
@@ -309,18 +356,27 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 
 @cli.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--evaluator", "evaluators", multiple=True, help="Evaluator name (repeatable); default: the run's.")
+@click.option(
+    "--evaluator", "evaluators", multiple=True, help="Evaluator name (repeatable); default: the run's."
+)
 @click.option("--split", "splits", multiple=True, help="Split to score (repeatable); default: the run's.")
 @click.option("--no-base", is_flag=True, help="Skip scoring the base model.")
 @click.pass_context
-def eval_command(ctx: click.Context, run_dir: Path, evaluators: tuple[str, ...], splits: tuple[str, ...],
-                 no_base: bool) -> None:
+def eval_command(
+    ctx: click.Context, run_dir: Path, evaluators: tuple[str, ...], splits: tuple[str, ...], no_base: bool
+) -> None:
     """Re-run evaluators on a finished run (base model and tuned model)."""
     _quiet_libraries()
     from tunesmith.evaluate_run import evaluate_run
 
-    metrics = evaluate_run(run_dir, _plugins(ctx), evaluators=list(evaluators), splits=list(splits),
-                           compare_base=not no_base, ui=RichUI())
+    metrics = evaluate_run(
+        run_dir,
+        _plugins(ctx),
+        evaluators=list(evaluators),
+        splits=list(splits),
+        compare_base=not no_base,
+        ui=RichUI(),
+    )
     print_metrics(metrics)
 
 

@@ -10,6 +10,7 @@ This module must stay importable without torch: the CLI lists components from it
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -46,8 +47,14 @@ class Component:
     @classmethod
     def summary(cls) -> str:
         """First line of the docstring, for listings."""
-        doc = (cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+        return cls.description().split("\n\n")[0]
+
+    @classmethod
+    def description(cls) -> str:
+        """The docstring with paragraphs re-flowed (one line each) and RST literals made plain."""
+        paragraphs = inspect.cleandoc(cls.__doc__ or "").split("\n\n")
+        text = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+        return text.replace("``", "`")
 
     @classmethod
     def options(cls) -> list[dataclasses.Field]:
@@ -175,7 +182,8 @@ class Objective(Component):
     kind: ClassVar[str] = "objective"
     example_kind: ClassVar[str] = "sft"
 
-    def train(self, ctx: TrainContext) -> None:  # pragma: no cover - interface
+    def train(self, ctx: TrainContext) -> Mapping[str, float] | None:  # pragma: no cover - interface
+        """Train ``ctx.model`` in place; may return training metrics (runtime, final loss, ...)."""
         raise NotImplementedError
 
 

@@ -33,7 +33,9 @@ def component(kind: str, default: str | None = None, help: str = "") -> Any:
 
 @dataclass
 class ModelConfig:
-    path: str = option("tiny", help="Hugging Face model id or local directory; 'tiny' is the built-in tiny Llama")
+    path: str = option(
+        "tiny", help="Hugging Face model id or local directory; 'tiny' is the built-in tiny Llama"
+    )
     revision: str | None = option(None, help="Model revision (branch, tag or commit) on the hub")
     trust_remote_code: bool = option(False, help="Run code shipped with the model (off unless you trust it)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
@@ -46,7 +48,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: dict | None = component("data_source", help="Training split: a data source, e.g. {name: jsonl, path: ...}")
+    train: dict | None = component(
+        "data_source", help="Training split: a data source, e.g. {name: jsonl, path: ...}"
+    )
     validation: dict | None = component("data_source", help="Validation split (optional)")
     test: dict | None = component("data_source", help="Held-out test split (optional); never trained on")
     max_length: int = option(1024, help="Maximum tokens per example (and per packed row)")
@@ -62,7 +66,9 @@ class DataConfig:
 class TrainingConfig:
     epochs: float = option(3.0, help="Passes over the training split")
     max_steps: int = option(-1, help="Stop after this many optimizer steps (-1: use epochs)")
-    learning_rate: float | None = option(None, help="Peak learning rate (default: the method's, e.g. 2e-4 for LoRA)")
+    learning_rate: float | None = option(
+        None, help="Peak learning rate (default: the method's, e.g. 2e-4 for LoRA)"
+    )
     batch_size: int = option(8, help="Rows per device per step")
     gradient_accumulation_steps: int = option(1, help="Micro-batches per optimizer step")
     lr_scheduler: str = option("cosine", help="transformers scheduler name: linear, cosine, constant, ...")
@@ -78,7 +84,9 @@ class TrainingConfig:
     logging_steps: int = option(10, help="Log loss every N steps")
     save_steps: int = option(0, help="Checkpoint every N steps (0: at the end of every epoch)")
     save_total_limit: int = option(2, help="Checkpoints kept on disk")
-    torch_compile: bool = option(False, help="torch.compile the model (slow first step; helps full fine-tuning)")
+    torch_compile: bool = option(
+        False, help="torch.compile the model (slow first step; helps full fine-tuning)"
+    )
 
 
 @dataclass
@@ -342,7 +350,8 @@ def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return True, None
-        for arg in args:
+        exact = [a for a in args if isinstance(a, type) and type(value) is a]  # str stays str in list|str
+        for arg in exact + [a for a in args if a not in exact]:
             if arg is type(None):
                 continue
             ok, out = coerce(value, arg)
@@ -408,7 +417,8 @@ def _describe(tp: Any) -> str:
     if tp is type(None):
         return "null"
     if origin in (list, tuple):
-        return "a list"
+        args = typing.get_args(tp)
+        return f"list of {_describe(args[0])}" if args else "list"
     return getattr(tp, "__name__", str(tp))
 
 

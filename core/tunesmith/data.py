@@ -16,9 +16,10 @@ and proven by ``tests/test_packing.py``, transformers then builds a per-sample c
 2. ``attention_mask`` is ``None``: any 2D mask, even all ones, turns detection off (hence no mask here,
    and padding is one more "sample" of pad tokens with its own restarting positions and no labels).
 3. There is no cache. ``LlamaModel.forward`` defaults ``use_cache`` to ``config.use_cache`` (True) and
-   then creates a ``DynamicCache`` even in training, which silently disables detection: the trainer must
-   call ``model(**batch, use_cache=False)`` (or set ``model.config.use_cache = False``; gradient
-   checkpointing while training with gradients also forces it off). TRL's SFTTrainer passes it.
+   then creates a ``DynamicCache``, in train and eval mode alike, which silently disables detection
+   (samples then attend to each other: logit differences ~1). The trainer must call
+   ``model(**batch, use_cache=False)`` or set ``model.config.use_cache = False``; gradient checkpointing
+   while training with gradients also forces it off. (All three seen to isolate; TRL passes the first.)
 4. ``config._attn_implementation`` is one transformers builds masks for: ``sdpa`` and ``eager`` (tested
    here), ``flex_attention``; the ``flash_attention_*`` kernels read sample boundaries from
    ``position_ids`` themselves (source reading only, no GPU here). A custom kernel gets no mask at all.
@@ -86,7 +87,9 @@ def render_prompt(tokenizer: Any, example: Example) -> str:
     """
     messages = example.prompt_messages
     if messages is None:
-        raise TunesmithError(f"{example.origin}: not a chat ending with an assistant turn, so it has no prompt")
+        raise TunesmithError(
+            f"{example.origin}: not a chat ending with an assistant turn, so it has no prompt"
+        )
     return _render(tokenizer, messages, add_generation_prompt=True)
 
 
@@ -103,7 +106,7 @@ def _assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[st
             raise TunesmithError(
                 "the chat template is not prefix-stable (rendering a conversation's beginning does not give "
                 "the beginning of its rendering), so assistant turns cannot be located for loss masking",
-                details=[f"turn {i}: {through[-80:]!r}", "set data.train_on_prompt: true to train on every token"],
+                details=[f"turn {i} renders as ...{through[-80:]!r}"],
             )
         spans.append((len(before), len(through)))
     return full, spans
@@ -152,19 +155,28 @@ def _eos_id(tokenizer: Any) -> int:
 
 
 def tokenize_example(
-    example: Example, tokenizer: Any, *, max_length: int, train_on_prompt: bool = False, truncate: bool = False
+    example: Example,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    train_on_prompt: bool = False,
+    truncate: bool = False,
 ) -> TokenizedExample:
     """Tokenize one example and mask what is not trained; raises :class:`InvalidRecord` for unusable ones."""
     if example.messages is not None:
         text, spans = _assistant_spans(tokenizer, example.messages)
+        _eos_id(tokenizer)  # fails clearly for a tokenizer without EOS
         text, spans = _with_eos(text, spans, tokenizer.eos_token)
         try:
             encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         except NotImplementedError:
-            raise TunesmithError("loss masking needs a fast tokenizer (one that returns character offsets)") from None
+            raise TunesmithError(
+                "loss masking needs a fast tokenizer (one that returns character offsets)"
+            ) from None
         ids = list(encoding["input_ids"])
         trained = [
-            any(start < e and max(end, start + 1) > s for s, e in spans) for start, end in encoding["offset_mapping"]
+            any(start < e and max(end, start + 1) > s for s, e in spans)
+            for start, end in encoding["offset_mapping"]
         ]
     elif example.text is not None:
         ids = list(tokenizer(example.text)["input_ids"])
@@ -174,7 +186,7 @@ def tokenize_example(
         trained = [True] * len(ids)
     else:
         raise ValueError(f"{example.origin}: example has neither messages nor text")
-    labels = [t if (train_on_prompt or keep) else IGNORE_INDEX for t, keep in zip(ids, trained)]
+    labels = [t if (train_on_prompt or keep) else IGNORE_INDEX for t, keep in zip(ids, trained, strict=True)]
     result = TokenizedExample(ids, labels, example.origin)
     if len(ids) > max_length:
         if not truncate:
@@ -217,7 +229,11 @@ def tokenize_split(
         try:
             done.append(
                 tokenize_example(
-                    example, tokenizer, max_length=max_length, train_on_prompt=train_on_prompt, truncate=truncate
+                    example,
+                    tokenizer,
+                    max_length=max_length,
+                    train_on_prompt=train_on_prompt,
+                    truncate=truncate,
                 )
             )
         except InvalidRecord as e:
@@ -241,7 +257,7 @@ def trained_segments(tokenized: TokenizedExample, tokenizer: Any) -> list[tuple[
     """The example's text in consecutive pieces, each with whether its tokens are trained (for display)."""
     segments: list[tuple[str, bool]] = []
     run: list[int] = []
-    for i, (token, label) in enumerate(zip(tokenized.input_ids, tokenized.labels)):
+    for i, (token, label) in enumerate(zip(tokenized.input_ids, tokenized.labels, strict=True)):
         run.append(token)
         here = label != IGNORE_INDEX
         if i + 1 == len(tokenized.input_ids) or (tokenized.labels[i + 1] != IGNORE_INDEX) != here:

@@ -54,8 +54,10 @@ def evaluate_run(
     prepared = read_data(resolved)
     missing = [s for s in splits if s not in prepared.examples]
     if missing:
-        raise TunesmithError(f"the run has no split named {', '.join(missing)}",
-                             details=[f"splits: {', '.join(prepared.examples)}"])
+        raise TunesmithError(
+            f"the run has no split named {', '.join(missing)}",
+            details=[f"splits: {', '.join(prepared.examples)}"],
+        )
     base, tokenizer = load_base(run, resolved)
     metrics: dict[str, Any] = {"base": {}, "tuned": {}}
     if compare_base:

@@ -16,7 +16,15 @@ from typing import Any
 from tunesmith.components import Example
 
 PACKAGES = (
-    "tunesmith", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "tokenizers",
+    "tunesmith",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "datasets",
+    "accelerate",
+    "bitsandbytes",
+    "tokenizers",
 )
 
 
@@ -37,7 +45,10 @@ def git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -64,7 +75,9 @@ def hash_tokenizer(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def build_manifest(*, seed: int, data_hashes: dict[str, str], tokenizer_hash: str, model: str) -> dict[str, Any]:
+def build_manifest(
+    *, seed: int, data_hashes: dict[str, str], tokenizer_hash: str, model: str
+) -> dict[str, Any]:
     return {
         "packages": package_versions(),
         "git_commit": git_commit(),

@@ -72,7 +72,11 @@ def tokenize_data(resolved: Resolved, tokenizer: Any, prepared: PreparedData) ->
     problems: list[RecordProblem] = []
     for split, examples in prepared.examples.items():
         tokenized, bad, stats = tokenize_split(
-            examples, tokenizer, max_length=d.max_length, train_on_prompt=d.train_on_prompt, truncate=d.truncate
+            examples,
+            tokenizer,
+            max_length=d.max_length,
+            train_on_prompt=d.train_on_prompt,
+            truncate=d.truncate,
         )
         prepared.tokenized[split] = tokenized
         prepared.stats[split] = stats if isinstance(stats, dict) else dataclasses.asdict(stats)
@@ -132,11 +136,20 @@ def evaluate(
 
                 try:
                     result = run_evaluators(
-                        model, tokenizer, [evaluator], eval_examples, split=split, label=label,
-                        batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, on_batch=on_batch,
+                        model,
+                        tokenizer,
+                        [evaluator],
+                        eval_examples,
+                        split=split,
+                        label=label,
+                        batch_size=e.batch_size,
+                        max_new_tokens=e.max_new_tokens,
+                        on_batch=on_batch,
                     )
                 except Exception as exc:  # noqa: BLE001 - see docstring
-                    errors.append(f"evaluator '{evaluator.name}' failed on {split} ({label}): {type(exc).__name__}: {exc}")
+                    errors.append(
+                        f"evaluator '{evaluator.name}' failed on {split} ({label}): {type(exc).__name__}: {exc}"
+                    )
                     ui.warn(errors[-1])
                     continue
             metrics[split].update(result.metrics)
@@ -222,8 +235,10 @@ def _check_resume(path: Path, config: dict[str, Any], manifest: dict[str, Any]) 
     old = run.manifest()
     for split in sorted(set(old["data"]) | set(manifest["data"])):
         if old["data"].get(split) != manifest["data"].get(split):
-            differences.append(f"data split '{split}' changed (hash {str(old['data'].get(split))[:12]} → "
-                               f"{str(manifest['data'].get(split))[:12]})")
+            differences.append(
+                f"data split '{split}' changed (hash {str(old['data'].get(split))[:12]} → "
+                f"{str(manifest['data'].get(split))[:12]})"
+            )
     if old["tokenizer"] != manifest["tokenizer"]:
         differences.append("the tokenizer changed")
     if differences:
@@ -269,8 +284,9 @@ def _train_and_evaluate(
     set_seed(cfg.training.seed)
 
     ui.step(f"Loading model {cfg.model.path} ({device.type}, {precision})")
-    model = load_model(cfg.model, path, dtype=torch_dtype(cfg.model, precision),
-                       extra=method.model_load_kwargs(device.type))
+    model = load_model(
+        cfg.model, path, dtype=torch_dtype(cfg.model, precision), extra=method.model_load_kwargs(device.type)
+    )
     if device.type != "cpu" and not getattr(model, "hf_device_map", None):
         model.to(device.type)
     base_size = model.get_memory_footprint()
@@ -293,13 +309,20 @@ def _train_and_evaluate(
             run.path,
             on_log=lambda step, logs: plugins.call("on_log", run_dir=str(run.path), step=step, logs=logs),
             on_checkpoint=lambda ckpt, step: plugins.call(
-                "on_checkpoint", run_dir=str(run.path), checkpoint_dir=ckpt, step=step),
+                "on_checkpoint", run_dir=str(run.path), checkpoint_dir=ckpt, step=step
+            ),
             on_progress=lambda step, total: update(step, total),
         )
         ctx = TrainContext(
-            model=model, tokenizer=tokenizer, train_rows=rows, eval_rows=None,
+            model=model,
+            tokenizer=tokenizer,
+            train_rows=rows,
+            eval_rows=None,
             collator=Collator(tokenizer.pad_token_id, packed=cfg.data.packing),
-            training=cfg.training, device=device, run_dir=run.path, callbacks=callbacks,
+            training=cfg.training,
+            device=device,
+            run_dir=run.path,
+            callbacks=callbacks,
             resume_from=resume_from,
         )
         started = time.monotonic()
@@ -307,8 +330,12 @@ def _train_and_evaluate(
         train_seconds = time.monotonic() - started
     tokens = sum(len(r["input_ids"]) for r in rows)
     epochs = cfg.training.epochs if cfg.training.max_steps <= 0 else None
-    train_metrics = {**train_metrics, "wall_seconds": round(train_seconds, 2), "rows": len(rows),
-                     "tokens_per_epoch": tokens}
+    train_metrics = {
+        **train_metrics,
+        "wall_seconds": round(train_seconds, 2),
+        "rows": len(rows),
+        "tokens_per_epoch": tokens,
+    }
     if epochs and train_seconds > 0 and resume_from is None:
         train_metrics["tokens_per_second"] = round(tokens * epochs / train_seconds, 1)
 
@@ -330,8 +357,10 @@ def _train_and_evaluate(
         "tuned": tuned_metrics,
         "train": train_metrics,
         "parameters": {"trainable": trainable, "total": total, "base_memory_bytes": base_size},
-        "data": {split: {**prepared.stats[split], "dropped": prepared.dropped.get(split, 0)}
-                 for split in prepared.stats},
+        "data": {
+            split: {**prepared.stats[split], "dropped": prepared.dropped.get(split, 0)}
+            for split in prepared.stats
+        },
         "method": method.name,
         "objective": objective.name,
         "errors": errors,

@@ -115,7 +115,8 @@ class Plugins:
         for source in entry_point_sources() if sources is None else sources:
             info = PluginInfo(source.name, source.distribution, source.version, source.module)
             self.infos.append(info)
-            if source.name in block or (allow is not None and source.name not in allow):
+            allowed = allow is None or source.name in allow or source.distribution == BUILTIN_DISTRIBUTION
+            if source.name in block or not allowed:
                 info.status = "disabled"
                 continue
             self._add(source, info)
@@ -148,6 +149,13 @@ class Plugins:
                 raise TunesmithError(f"unknown hook '{unknown[0]}'{hint}")
         except Exception as exc:  # noqa: BLE001 - pluggy.PluginValidationError, unknown hooks, ...
             return self._fail(info, "validate", exc)
+        unmarked = [
+            n for n in self._spec_names() if callable(getattr(obj, n, None)) and n not in _impl_names(obj)
+        ]
+        if unmarked:
+            info.problems.append(
+                f"{', '.join(sorted(unmarked))} not marked with @tunesmith.hookimpl: ignored"
+            )
         for kind, hook_name in REGISTRATION_HOOKS.items():
             caller = self._caller_for(hook_name, obj)
             try:
@@ -202,7 +210,9 @@ class Plugins:
         hint = _did_you_mean(name, available)
         details = [f"available {label}s: {', '.join(sorted(available)) or '(none)'}"]
         for info in self.failed:
-            details.append(f"plugin '{info.name}' ({info.distribution}) failed to load at {info.stage}: {info.error}")
+            details.append(
+                f"plugin '{info.name}' ({info.distribution}) failed to load at {info.stage}: {info.error}"
+            )
         raise TunesmithError(f"unknown {label} '{name}'{hint}", details=details)
 
     def find(self, name: str) -> list[type[Component]]:

@@ -84,8 +84,13 @@ def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], sam
     lines += [f"| {s} | {m} | {fmt(b)} | {fmt(t)} |" for s, m, b, t in metric_rows(metrics)]
     if metrics.get("errors"):
         lines += ["", "## Evaluator errors", ""] + [f"- {e}" for e in metrics["errors"]]
-    lines += ["", "## Data", "", "| split | examples | dropped | mean tokens | max tokens | truncated |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Data",
+        "",
+        "| split | examples | dropped | mean tokens | max tokens | truncated |",
+        "|---|---|---|---|---|---|",
+    ]
     for split, st in metrics["data"].items():
         lines.append(
             f"| {split} | {st.get('count', '?')} | {st.get('dropped', 0)} | {fmt(st.get('mean_tokens'))} | "

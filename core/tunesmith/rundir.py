@@ -56,8 +56,12 @@ class RunDir:
             if not overwrite:
                 raise TunesmithError(
                     f"run directory {path} already exists",
-                    details=["pass --overwrite to replace it, --resume to continue it, or choose another name"],
+                    details=[
+                        "pass --overwrite to replace it, --resume to continue it, or choose another name"
+                    ],
                 )
+            if not (path / STATUS_FILE).is_file():  # never wipe a folder that is not a run directory
+                raise TunesmithError(f"{path} exists and is not a run directory; refusing to overwrite it")
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
@@ -89,7 +93,9 @@ class RunDir:
         if run.status != "complete":
             raise TunesmithError(
                 f"{path} is not a complete run (status: {run.status})",
-                details=["a run that stopped early can be continued with: tunesmith run --resume " + str(path)],
+                details=[
+                    "a run that stopped early can be continued with: tunesmith run --resume " + str(path)
+                ],
             )
         return run
 

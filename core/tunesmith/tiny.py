@@ -120,7 +120,10 @@ def pretraining_documents(rng: Any) -> Any:
     import itertools
 
     def sentence() -> str:
-        words = [rng.choice(_NAMES) if rng.random() < 0.15 else rng.choice(_WORDS) for _ in range(rng.randint(4, 12))]
+        words = [
+            rng.choice(_NAMES) if rng.random() < 0.15 else rng.choice(_WORDS)
+            for _ in range(rng.randint(4, 12))
+        ]
         text = " ".join(words)
         return text[0].upper() + text[1:] + rng.choice(".....?!")
 
@@ -133,7 +136,9 @@ def pretraining_documents(rng: Any) -> Any:
             yield " ".join(sentence() for _ in range(rng.randint(2, 6)))
         elif kind < 0.55:
             keys = rng.sample(["name", "id", "code", "city", "count", "price", "page", "room", "score"], 4)
-            yield "\n".join(f"{k}: {rng.choice(_NAMES) if k in ('name', 'city') else rng.randint(0, 9999)}" for k in keys)
+            yield "\n".join(
+                f"{k}: {rng.choice(_NAMES) if k in ('name', 'city') else rng.randint(0, 9999)}" for k in keys
+            )
         elif kind < 0.65:
             start, step = rng.randint(0, 500), rng.randint(1, 5)
             if rng.random() < 0.5:
@@ -150,8 +155,9 @@ def pretraining_documents(rng: Any) -> Any:
             yield f"{span}{cue}{span}" + (f"{cue}{span}" if rng.random() < 0.3 else "")
 
 
-def pretrain(model: Any, tokenizer: Any, steps: int = PRETRAIN_STEPS, seed: int = SEED,
-             log: Any = None) -> float:
+def pretrain(
+    model: Any, tokenizer: Any, steps: int = PRETRAIN_STEPS, seed: int = SEED, log: Any = None
+) -> float:
     """Pre-train ``model`` on the synthetic corpus; returns the mean loss of the last 20 steps.
 
     A plain torch loop rather than ``Trainer``: this is a one-off build step with nothing to
@@ -180,7 +186,9 @@ def pretrain(model: Any, tokenizer: Any, steps: int = PRETRAIN_STEPS, seed: int 
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))),
+        lambda s: (
+            min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        ),
     )
     model.train()
     losses: list[float] = []

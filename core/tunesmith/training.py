@@ -86,7 +86,7 @@ class TrainContext:
             data_seed=t.seed,
             bf16=precision == "bf16",
             fp16=precision == "fp16",
-            gradient_checkpointing=self.device.gradient_checkpointing(t.gradient_checkpointing),
+            activation_checkpointing=self.device.gradient_checkpointing(t.gradient_checkpointing),
             logging_steps=t.logging_steps,
             logging_first_step=True,
             save_strategy="steps" if t.save_steps > 0 else "epoch",

@@ -30,7 +30,11 @@ def main(out_dir: Path = Path(__file__).parent) -> None:
     for name, dates in splits.items():
         with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for day in dates:
-                record = {"instruction": INSTRUCTION, "input": day.isoformat(), "output": day.strftime("%m/%d/%Y")}
+                record = {
+                    "instruction": INSTRUCTION,
+                    "input": day.isoformat(),
+                    "output": day.strftime("%m/%d/%Y"),
+                }
                 f.write(json.dumps(record) + "\n")
 
 

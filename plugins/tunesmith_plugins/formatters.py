@@ -14,11 +14,24 @@ from tunesmith import Example, Formatter, InvalidRecord, Record, hookimpl, optio
 
 ROLES = ("system", "user", "assistant")
 # Role names other chat formats use (ShareGPT, Gemini), for the did-you-mean hint.
-ROLE_ALIASES = {"human": "user", "gpt": "assistant", "model": "assistant", "bot": "assistant", "ai": "assistant"}
+ROLE_ALIASES = {
+    "human": "user",
+    "gpt": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+    "ai": "assistant",
+}
 
 
 def _type_name(value: Any) -> str:
-    names = {str: "a string", list: "a list", dict: "an object", bool: "a boolean", int: "a number", float: "a number"}
+    names = {
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
@@ -83,7 +96,9 @@ class ChatFormatter(Formatter):
             raise InvalidRecord("missing", field=key)
         turns = record.fields[key]
         if not isinstance(turns, list):
-            raise InvalidRecord(f"expected a list of {{role, content}} turns, got {_type_name(turns)}", field=key)
+            raise InvalidRecord(
+                f"expected a list of {{role, content}} turns, got {_type_name(turns)}", field=key
+            )
         if not turns:
             raise InvalidRecord("empty conversation", field=key)
         messages = [_turn(turn, f"{key}[{i}]") for i, turn in enumerate(turns)]
@@ -107,7 +122,9 @@ def _turn(turn: Any, where: str) -> dict[str, str]:
                 iter(difflib.get_close_matches(role.lower(), ROLES, n=1, cutoff=0.5)), None
             )
             hint = f"; did you mean '{match}'?" if match else ""
-            raise InvalidRecord(f"unknown role '{role}' (expected one of {', '.join(ROLES)}){hint}", field="role")
+            raise InvalidRecord(
+                f"unknown role '{role}' (expected one of {', '.join(ROLES)}){hint}", field="role"
+            )
         content = _string(turn, "content", what="completion" if role == "assistant" else "content")
     except InvalidRecord as e:
         raise InvalidRecord(e.message, field=f"{where}.{e.field}") from None

@@ -103,7 +103,9 @@ class JsonSource(DataSource):
         except UnicodeDecodeError as e:
             raise TunesmithError(f"{self.config.path}: not valid UTF-8 at byte {e.start}") from None
         except json.JSONDecodeError as e:
-            raise TunesmithError(f"{self.config.path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+            raise TunesmithError(
+                f"{self.config.path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})"
+            ) from None
         records = document
         if self.config.field is not None:
             if not isinstance(document, dict) or self.config.field not in document:
@@ -115,7 +117,7 @@ class JsonSource(DataSource):
                 + ("" if self.config.field else " (set `field` to the key holding the array)")
             )
         lines = _element_lines(text, self.config.field, len(records))
-        for value, line in zip(records, lines):
+        for value, line in zip(records, lines, strict=True):
             origin = f"{self.config.path}:{line}"
             if isinstance(value, dict):
                 yield Record(value, origin)
@@ -190,7 +192,7 @@ class CsvSource(DataSource):
                 elif len(row) != len(header):
                     yield RecordProblem(origin, f"expected {len(header)} columns, got {len(row)}")
                 else:
-                    yield Record(dict(zip(header, row)), origin)
+                    yield Record(dict(zip(header, row, strict=True)), origin)
 
 
 def _has_surrogate(value: str) -> bool:

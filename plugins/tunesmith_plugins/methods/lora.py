@@ -25,7 +25,8 @@ class Lora(Method):
         alpha: int = option(32, help="Scaling numerator: updates are scaled by alpha / r")
         dropout: float = option(0.05, help="Dropout on the LoRA input")
         target_modules: list[str] | str = option(
-            "all-linear", help="Modules to adapt: 'all-linear' or a list of names/regex (e.g. [q_proj, v_proj])"
+            "all-linear",
+            help="Modules to adapt: 'all-linear' or a list of names/regex (e.g. [q_proj, v_proj])",
         )
         bias: str = option("none", help="Train biases too: none, all or lora_only")
         use_rslora: bool = option(False, help="Rank-stabilised scaling alpha / sqrt(r) (Kalajdzievski, 2023)")

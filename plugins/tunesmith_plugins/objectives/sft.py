@@ -23,7 +23,7 @@ class Sft(Objective):
     name = "sft"
     example_kind = "sft"
 
-    def train(self, ctx: Any) -> None:
+    def train(self, ctx: Any) -> dict[str, float]:
         from transformers import Trainer, TrainingArguments
 
         # Packed rows carry restarting position_ids and no attention mask; transformers only derives
@@ -37,8 +37,9 @@ class Sft(Objective):
             processing_class=ctx.tokenizer,
             callbacks=ctx.callbacks,
         )
-        trainer.train(resume_from_checkpoint=ctx.resume_from)
+        result = trainer.train(resume_from_checkpoint=ctx.resume_from)
         ctx.model.config.use_cache = True
+        return dict(result.metrics)
 
 
 @hookimpl

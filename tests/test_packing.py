@@ -1,0 +1,125 @@
+"""Packing: samples share rows but never attend to each other, and no boundary token is trained."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tunesmith import Example
+from tunesmith.data import IGNORE_INDEX, Collator, TokenizedExample, pack, tokenize_example
+from tunesmith.tiny import build_random_model, build_tokenizer
+
+
+def sample(n: int, start: int = 10) -> TokenizedExample:
+    ids = list(range(start, start + n))
+    return TokenizedExample(ids, list(ids), origin=f"s{n}")
+
+
+def test_first_fit_decreasing_rows() -> None:
+    examples = [sample(n, start=100 * n) for n in (3, 5, 1, 4, 2, 3)]
+    rows = pack(examples, max_length=8)
+    # 5 | 4 | 3 -> row 0 | 3 -> row 1 | 2 -> new row | 1 -> row 1
+    assert [row["position_ids"] for row in rows] == [
+        [0, 1, 2, 3, 4, 0, 1, 2],
+        [0, 1, 2, 3, 0, 1, 2, 0],
+        [0, 1],
+    ]
+    assert sorted(t for row in rows for t in row["input_ids"]) == sorted(
+        t for e in examples for t in e.input_ids
+    )
+    for row in rows:
+        starts = [i for i, p in enumerate(row["position_ids"]) if p == 0]
+        assert all(row["labels"][i] == IGNORE_INDEX for i in starts)
+        others = [i for i in range(len(row["labels"])) if i not in starts]
+        assert all(row["labels"][i] == row["input_ids"][i] for i in others)
+
+
+def test_pack_refuses_an_example_longer_than_a_row() -> None:
+    with pytest.raises(ValueError, match="do not fit"):
+        pack([sample(9)], max_length=8)
+
+
+def test_collator_pads_packed_rows_with_a_separate_segment_and_no_mask() -> None:
+    rows = [
+        {"input_ids": [5, 6, 7, 8], "labels": [-100, 6, -100, 8], "position_ids": [0, 1, 0, 1]},
+        {"input_ids": [5, 6], "labels": [-100, 6], "position_ids": [0, 1]},
+    ]
+    batch = Collator(pad_token_id=0, packed=True)(rows)
+    assert set(batch) == {"input_ids", "labels", "position_ids"}
+    assert batch["input_ids"][1].tolist() == [5, 6, 0, 0]
+    assert batch["labels"][1].tolist() == [-100, 6, -100, -100]
+    assert batch["position_ids"][1].tolist() == [0, 1, 0, 1]
+
+
+def test_collator_right_pads_unpacked_rows_with_a_mask() -> None:
+    batch = Collator(pad_token_id=0, packed=False)(
+        [{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [5], "labels": [5]}]
+    )
+    assert set(batch) == {"input_ids", "labels", "attention_mask"}
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["labels"].tolist() == [[5, 6, 7], [5, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["input_ids"].dtype == torch.long
+
+
+@pytest.fixture(scope="module")
+def packing_tok() -> Any:
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def packing_examples(packing_tok: Any) -> list[TokenizedExample]:
+    chats = [("What is 2+2?", "4"), ("Name a colour.", "Blue, like the sky."), ("Hi", "Hello there!")]
+    examples = [
+        Example(messages=[{"role": "user", "content": q}, {"role": "assistant", "content": a}], origin=str(i))
+        for i, (q, a) in enumerate(chats)
+    ]
+    examples.append(Example(text="Once upon a time there was a tiny model.", origin="3"))
+    return [tokenize_example(e, packing_tok, max_length=128) for e in examples]
+
+
+def token_losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Loss of predicting each next token of ``ids`` from ``logits`` over the same positions."""
+    return F.cross_entropy(logits[:-1].float(), ids[1:], reduction="none")
+
+
+def segments(position_ids: list[int]) -> list[tuple[int, int]]:
+    starts = [i for i, p in enumerate(position_ids) if p == 0] + [len(position_ids)]
+    return list(pairwise(starts))
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_samples_are_isolated(
+    attn: str, packing_tok: Any, packing_examples: list[TokenizedExample]
+) -> None:
+    model = build_random_model(packing_tok, attn_implementation=attn).eval()
+    assert model.config._attn_implementation == attn
+    rows = pack(packing_examples, max_length=80)
+    assert len(rows) == 2 and len(segments(rows[0]["position_ids"])) >= 2, "need shared rows and padding"
+    batch = Collator(packing_tok.pad_token_id, packed=True)(rows)
+    by_ids = {tuple(e.input_ids): e for e in packing_examples}
+
+    with torch.no_grad():
+        packed = model(**batch, use_cache=False)
+        plain = model(input_ids=batch["input_ids"], use_cache=False)  # concatenation, positions never restart
+        expected_sum, expected_count, leaked = 0.0, 0, []
+        for r, row in enumerate(rows):
+            for start, end in segments(row["position_ids"]):
+                ids = batch["input_ids"][r, start:end]
+                alone = token_losses(model(input_ids=ids[None], use_cache=False).logits[0], ids)
+                torch.testing.assert_close(
+                    token_losses(packed.logits[r, start:end], ids), alone, atol=1e-5, rtol=1e-5
+                )
+                leaked.append((token_losses(plain.logits[r, start:end], ids) - alone).abs().max().item())
+                trained = torch.tensor(by_ids[tuple(ids.tolist())].labels[1:]) != IGNORE_INDEX
+                expected_sum += alone[trained].sum().item()
+                expected_count += int(trained.sum())
+
+    # The model's own loss over the packed batch is the mean loss of the trained tokens of each sample alone.
+    assert packed.loss.item() == pytest.approx(expected_sum / expected_count, abs=1e-5)
+    # Control: without restarting positions the later samples of a row see the earlier ones.
+    assert leaked[0] < 1e-5 and max(leaked) > 1e-2
