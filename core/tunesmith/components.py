@@ -175,6 +175,15 @@ class Method(Component):
         """Load a saved artifact onto a fresh base model (for ``tunesmith eval``)."""
         raise NotImplementedError
 
+    def merge(self, model: Any) -> Any:
+        """Fold the trained weights into the base model and return a plain transformers model.
+
+        Methods that cannot merge (prefix tuning, ...) keep this default, which says so.
+        """
+        from tunesmith.errors import TunesmithError
+
+        raise TunesmithError(f"method '{self.name}' cannot be merged into the base model")
+
 
 class Objective(Component):
     """Trains the wrapped model; knows which example shape it needs (``example_kind``)."""

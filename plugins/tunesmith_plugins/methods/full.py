@@ -24,6 +24,9 @@ class Full(Method):
             parameter.requires_grad_(True)
         return model
 
+    def merge(self, model: Any) -> Any:
+        return model  # already a plain model
+
     def load(self, base_model: Any, path: str) -> Any:
         from transformers import AutoModelForCausalLM
 

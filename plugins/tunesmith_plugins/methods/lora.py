@@ -59,6 +59,9 @@ class Lora(Method):
 
         return PeftModel.from_pretrained(base_model, path)
 
+    def merge(self, model: Any) -> Any:
+        return model.merge_and_unload()
+
 
 @hookimpl
 def register_methods(register):
