@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import typing
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,9 +82,16 @@ def _plugins(ctx: click.Context) -> Plugins:
 
 
 def _quiet_libraries() -> None:
+    """Library deprecation chatter is not the user's business; real warnings still show."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*Adapter default was active.*")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging  # the commands calling this load it anyway
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 @click.group(cls=TunesmithGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -378,6 +386,90 @@ def eval_command(
         ui=RichUI(),
     )
     print_metrics(metrics)
+
+
+# ------------------------------------------------------------------------------ merge, generate, chat
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the merged model.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.pass_context
+def merge(ctx: click.Context, run_dir: Path, output: Path, overwrite: bool) -> None:
+    """Fold a run's trained weights into its base model (a plain transformers model in OUTPUT)."""
+    _quiet_libraries()
+    from tunesmith.inference import merge_run
+
+    out = merge_run(run_dir, output, _plugins(ctx), overwrite=overwrite)
+    console.print(f"[green]merged model written to[/] {out} (loads with AutoModelForCausalLM.from_pretrained)")
+
+
+adapter_option = click.option(
+    "--adapter", help="With several runs: the run (directory name) to use first; 'base' for the base model."
+)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("-p", "--prompt", "prompts", multiple=True, required=True, help="A user message (repeatable).")
+@click.option("--system", help="A system message.")
+@click.option("--max-new-tokens", default=128, show_default=True)
+@adapter_option
+@click.pass_context
+def generate(ctx: click.Context, run_dirs: tuple[Path, ...], prompts: tuple[str, ...], system: str | None,
+             max_new_tokens: int, adapter: str | None) -> None:
+    """Answer prompts with a tuned model, rendered with the run's chat template."""
+    _quiet_libraries()
+    from tunesmith.inference import load_session
+
+    session = load_session(list(run_dirs), _plugins(ctx), active=adapter)
+    for prompt, answer in zip(prompts, session.generate(list(prompts), max_new_tokens=max_new_tokens,
+                                                         system=system)):
+        if len(prompts) > 1:
+            console.print(f"[dim]> {prompt}[/]", markup=True)
+        click.echo(answer)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--system", help="A system message.")
+@click.option("--max-new-tokens", default=256, show_default=True)
+@adapter_option
+@click.pass_context
+def chat(ctx: click.Context, run_dirs: tuple[Path, ...], system: str | None, max_new_tokens: int,
+         adapter: str | None) -> None:
+    """Talk to a tuned model. Commands: /adapter NAME, /adapters, /reset, /exit."""
+    _quiet_libraries()
+    from tunesmith.inference import load_session
+
+    session = load_session(list(run_dirs), _plugins(ctx), active=adapter)
+    console.print(f"[dim]adapters: {', '.join(session.names)} (using {session.active}); /exit to quit[/]")
+    while True:
+        try:
+            message = click.prompt(f"{session.active}>", prompt_suffix=" ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            break
+        message = message.strip()
+        if not message:
+            continue
+        if message in ("/exit", "/quit"):
+            break
+        if message == "/reset":
+            session.history.clear()
+            continue
+        if message == "/adapters":
+            console.print(", ".join(session.names))
+            continue
+        if message.startswith("/adapter"):
+            try:
+                session.use(message.split(maxsplit=1)[1].strip())
+                session.history.clear()
+            except (IndexError, TunesmithError) as exc:
+                console.print(f"[red]{exc}[/]" if isinstance(exc, TunesmithError) else "usage: /adapter NAME")
+            continue
+        click.echo(session.reply(message, max_new_tokens=max_new_tokens, system=system))
 
 
 # ---------------------------------------------------------------------------------------- entry

@@ -1,0 +1,147 @@
+"""Using finished runs: merge, generate, chat, and several adapters on one base model.
+
+Several runs tuned from the same base with PEFT methods share one copy of the base weights: each
+run's adapter is loaded under the run's name and switched with ``set_adapter`` (the "easy to swap
+adapters" workflow); the base model itself is always available as ``base``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunesmith.config import Resolved, resolve
+from tunesmith.errors import TunesmithError
+from tunesmith.plugins import Plugins
+from tunesmith.rundir import RunDir
+
+BASE = "base"
+
+
+@dataclass
+class LoadedRun:
+    run: RunDir
+    resolved: Resolved
+
+    @property
+    def name(self) -> str:
+        return self.run.path.name
+
+
+def open_run(path: Path, plugins: Plugins) -> LoadedRun:
+    run = RunDir.open_complete(path)
+    return LoadedRun(run, resolve(run.config(), plugins))
+
+
+@dataclass
+class Session:
+    """A model with one or more runs' artifacts loaded; ``active`` is the adapter in use."""
+
+    model: Any
+    tokenizer: Any
+    runs: dict[str, LoadedRun]
+    active: str
+    history: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.runs, BASE] if self._is_peft else list(self.runs)
+
+    @property
+    def _is_peft(self) -> bool:
+        return hasattr(self.model, "set_adapter")
+
+    def use(self, name: str) -> None:
+        """Switch to the run called ``name`` (or ``base`` for the plain base model)."""
+        if name not in self.names:
+            raise TunesmithError(f"no adapter named '{name}'", details=[f"loaded: {', '.join(self.names)}"])
+        if name != BASE and self._is_peft:
+            self.model.set_adapter(name)
+        self.active = name
+
+    def generate(self, prompts: list[str], *, max_new_tokens: int = 128, system: str | None = None) -> list[str]:
+        """Answer each prompt as a one-turn chat rendered with the run's saved chat template."""
+        rendered = [self.render([*self._system(system), {"role": "user", "content": p}]) for p in prompts]
+        return self._generate(rendered, max_new_tokens)
+
+    def reply(self, message: str, *, max_new_tokens: int = 256, system: str | None = None) -> str:
+        """One chat turn: the conversation so far plus ``message``; the answer joins the history."""
+        if not self.history:
+            self.history.extend(self._system(system))
+        self.history.append({"role": "user", "content": message})
+        answer = self._generate([self.render(self.history)], max_new_tokens)[0]
+        self.history.append({"role": "assistant", "content": answer})
+        return answer
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    @staticmethod
+    def _system(system: str | None) -> list[dict[str, str]]:
+        return [{"role": "system", "content": system}] if system else []
+
+    def _generate(self, rendered: list[str], max_new_tokens: int) -> list[str]:
+        from tunesmith.evaluation import EvalContext
+
+        ctx = EvalContext(self.model, self.tokenizer, [], max_new_tokens=max_new_tokens)
+        if self.active == BASE and self._is_peft:
+            with self.model.disable_adapter():
+                return ctx.generate(rendered)
+        return ctx.generate(rendered)
+
+
+def load_session(paths: list[Path], plugins: Plugins, *, active: str | None = None) -> Session:
+    """Load one run, or several PEFT runs of the same base model onto one copy of it."""
+    from tunesmith.evaluate_run import load_base
+
+    runs = [open_run(p, plugins) for p in paths]
+    first = runs[0]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise TunesmithError("two runs have the same directory name; adapters are named after it")
+    if len(runs) > 1:
+        bases = {r.resolved.config.model.path for r in runs}
+        if len(bases) > 1:
+            raise TunesmithError("runs loaded together must share a base model", details=sorted(bases))
+        not_peft = [r.name for r in runs if not r.resolved.method.produces_adapter]
+        if not_peft:
+            raise TunesmithError(
+                "only PEFT adapters can share a base model",
+                details=[f"{n} has a method that saves a whole model" for n in not_peft],
+            )
+    base, tokenizer = load_base(first.run, first.resolved)
+    model = first.resolved.method.load(base, str(first.run.final))
+    if hasattr(model, "load_adapter"):
+        # PeftModel.from_pretrained names the first adapter "default"; rename it to the run's name.
+        model.load_adapter(str(first.run.final), adapter_name=first.name)
+        model.set_adapter(first.name)
+        model.delete_adapter("default")
+        for r in runs[1:]:
+            model.load_adapter(str(r.run.final), adapter_name=r.name)
+    model.eval()
+    session = Session(model, tokenizer, {r.name: r for r in runs}, active=first.name)
+    session.use(active or first.name)
+    return session
+
+
+def merge_run(path: Path, out: Path, plugins: Plugins, *, overwrite: bool = False) -> Path:
+    """Fold a run's trained weights into its base model; writes a plain transformers model to ``out``."""
+    from tunesmith.evaluate_run import load_base
+
+    loaded = open_run(path, plugins)
+    method = loaded.resolved.method
+    if out.exists() and not overwrite:
+        raise TunesmithError(f"{out} already exists (use --overwrite to replace it)")
+    base, tokenizer = load_base(loaded.run, loaded.resolved)
+    model = method.merge(method.load(base, str(loaded.run.final)))
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return out
