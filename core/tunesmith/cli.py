@@ -393,8 +393,13 @@ def eval_command(
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for the merged model.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the merged model.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 @click.pass_context
 def merge(ctx: click.Context, run_dir: Path, output: Path, overwrite: bool) -> None:
@@ -403,7 +408,9 @@ def merge(ctx: click.Context, run_dir: Path, output: Path, overwrite: bool) -> N
     from tunesmith.inference import merge_run
 
     out = merge_run(run_dir, output, _plugins(ctx), overwrite=overwrite)
-    console.print(f"[green]merged model written to[/] {out} (loads with AutoModelForCausalLM.from_pretrained)")
+    console.print(
+        f"[green]merged model written to[/] {out} (loads with AutoModelForCausalLM.from_pretrained)"
+    )
 
 
 adapter_option = click.option(
@@ -418,15 +425,22 @@ adapter_option = click.option(
 @click.option("--max-new-tokens", default=128, show_default=True)
 @adapter_option
 @click.pass_context
-def generate(ctx: click.Context, run_dirs: tuple[Path, ...], prompts: tuple[str, ...], system: str | None,
-             max_new_tokens: int, adapter: str | None) -> None:
+def generate(
+    ctx: click.Context,
+    run_dirs: tuple[Path, ...],
+    prompts: tuple[str, ...],
+    system: str | None,
+    max_new_tokens: int,
+    adapter: str | None,
+) -> None:
     """Answer prompts with a tuned model, rendered with the run's chat template."""
     _quiet_libraries()
     from tunesmith.inference import load_session
 
     session = load_session(list(run_dirs), _plugins(ctx), active=adapter)
-    for prompt, answer in zip(prompts, session.generate(list(prompts), max_new_tokens=max_new_tokens,
-                                                         system=system)):
+    for prompt, answer in zip(
+        prompts, session.generate(list(prompts), max_new_tokens=max_new_tokens, system=system)
+    ):
         if len(prompts) > 1:
             console.print(f"[dim]> {prompt}[/]", markup=True)
         click.echo(answer)
@@ -438,8 +452,13 @@ def generate(ctx: click.Context, run_dirs: tuple[Path, ...], prompts: tuple[str,
 @click.option("--max-new-tokens", default=256, show_default=True)
 @adapter_option
 @click.pass_context
-def chat(ctx: click.Context, run_dirs: tuple[Path, ...], system: str | None, max_new_tokens: int,
-         adapter: str | None) -> None:
+def chat(
+    ctx: click.Context,
+    run_dirs: tuple[Path, ...],
+    system: str | None,
+    max_new_tokens: int,
+    adapter: str | None,
+) -> None:
     """Talk to a tuned model. Commands: /adapter NAME, /adapters, /reset, /exit."""
     _quiet_libraries()
     from tunesmith.inference import load_session

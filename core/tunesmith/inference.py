@@ -62,7 +62,9 @@ class Session:
             self.model.set_adapter(name)
         self.active = name
 
-    def generate(self, prompts: list[str], *, max_new_tokens: int = 128, system: str | None = None) -> list[str]:
+    def generate(
+        self, prompts: list[str], *, max_new_tokens: int = 128, system: str | None = None
+    ) -> list[str]:
         """Answer each prompt as a one-turn chat rendered with the run's saved chat template."""
         rendered = [self.render([*self._system(system), {"role": "user", "content": p}]) for p in prompts]
         return self._generate(rendered, max_new_tokens)

@@ -155,8 +155,12 @@ def pretraining_documents(rng: Any) -> Any:
             cue = rng.choice([" -> ", " = ", "\n", ": ", " => "])
             lines = []
             for _ in range(rng.randint(2, 5)):
-                fields = [str(rng.randint(0, 10 ** rng.randint(1, 4))).zfill(rng.choice([1, 2, 4]))
-                          if rng.random() < 0.6 else rng.choice(_WORDS) for _ in range(n)]
+                fields = [
+                    str(rng.randint(0, 10 ** rng.randint(1, 4))).zfill(rng.choice([1, 2, 4]))
+                    if rng.random() < 0.6
+                    else rng.choice(_WORDS)
+                    for _ in range(n)
+                ]
                 lines.append(sep_in.join(fields) + cue + sep_out.join(fields[i] for i in order))
             yield "\n".join(lines)
         else:

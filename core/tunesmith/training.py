@@ -65,6 +65,15 @@ class TrainContext:
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
+    def adopt(self, trainer: Any) -> Any:
+        """Make a Trainer (HF or TRL) report through tunesmith: its console printer is replaced by
+        tunesmith's progress bar and JSONL log. Objectives call this right after building the trainer."""
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        return trainer
+
     def training_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``TrainingArguments`` (or a TRL config) that honour the run config."""
         t = self.training

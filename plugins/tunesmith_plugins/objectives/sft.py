@@ -29,13 +29,15 @@ class Sft(Objective):
         # Packed rows carry restarting position_ids and no attention mask; transformers only derives
         # the per-sample block-diagonal mask from them when no KV cache is requested.
         ctx.model.config.use_cache = False
-        trainer = Trainer(
-            model=ctx.model,
-            args=TrainingArguments(**ctx.training_kwargs()),
-            train_dataset=ctx.train_rows,
-            data_collator=ctx.collator,
-            processing_class=ctx.tokenizer,
-            callbacks=ctx.callbacks,
+        trainer = ctx.adopt(
+            Trainer(
+                model=ctx.model,
+                args=TrainingArguments(**ctx.training_kwargs()),
+                train_dataset=ctx.train_rows,
+                data_collator=ctx.collator,
+                processing_class=ctx.tokenizer,
+                callbacks=ctx.callbacks,
+            )
         )
         result = trainer.train(resume_from_checkpoint=ctx.resume_from)
         ctx.model.config.use_cache = True
