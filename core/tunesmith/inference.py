@@ -52,7 +52,7 @@ class Session:
 
     @property
     def _is_peft(self) -> bool:
-        return hasattr(self.model, "set_adapter")
+        return next(iter(self.runs.values())).resolved.method.produces_adapter
 
     def use(self, name: str) -> None:
         """Switch to the run called ``name`` (or ``base`` for the plain base model)."""
@@ -116,7 +116,7 @@ def load_session(paths: list[Path], plugins: Plugins, *, active: str | None = No
             )
     base, tokenizer = load_base(first.run, first.resolved)
     model = first.resolved.method.load(base, str(first.run.final))
-    if hasattr(model, "load_adapter"):
+    if first.resolved.method.produces_adapter:
         # PeftModel.from_pretrained names the first adapter "default"; rename it to the run's name.
         model.load_adapter(str(first.run.final), adapter_name=first.name)
         model.set_adapter(first.name)

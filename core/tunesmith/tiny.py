@@ -6,6 +6,13 @@ chat template, so it is deterministic and built in milliseconds.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 BOS, EOS, PAD = "<s>", "<|end|>", "<pad>"
@@ -223,3 +230,99 @@ def pretrain(
     model.eval()
     tail = losses[-20:]
     return sum(tail) / len(tail) if tail else float("nan")
+
+
+def default_cache_dir() -> Path:
+    """``$TUNESMITH_CACHE``, else ``~/.cache/tunesmith``."""
+    return Path(os.environ.get("TUNESMITH_CACHE") or Path.home() / ".cache" / "tunesmith")
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when ``path`` holds a finished build: the marker is written last, so its presence is proof."""
+    path = Path(path)
+    return (path / MARKER).is_file() and (path / "config.json").is_file()
+
+
+def ensure_tiny_model(cache_dir: str | Path | None = None, *, pretrain_steps: int = PRETRAIN_STEPS,
+                      log: Callable[[str], None] | None = None) -> Path:
+    """The directory of the built-in tiny base model, building and caching it on first use.
+
+    Built in a temporary sibling directory and moved into place with ``os.replace``, so a reader
+    never sees a half-written model; if another process wins the race, its directory is used.
+    ``pretrain_steps`` exists for tests; a non-default value is cached under its own name."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    name = VERSION if pretrain_steps == PRETRAIN_STEPS else f"{VERSION}-steps{pretrain_steps}"
+    target = root / name
+    if is_complete(target):
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        _build(tmp, pretrain_steps, log or (lambda message: None))
+        if target.exists() and not is_complete(target):  # debris of an older, interrupted layout
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not is_complete(target):  # lost the race to nothing valid: a real error
+                raise
+            if log:
+                log(f"another process built {target} first; using it")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _build(out: Path, pretrain_steps: int, log: Callable[[str], None]) -> None:
+    """Build, pre-train and save the model, tokenizer and description into ``out``, marker last."""
+    import platform
+
+    import torch
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # a one-off build: use every core, then restore
+    start = time.perf_counter()
+    try:
+        tokenizer = build_tokenizer()
+        model = build_random_model(tokenizer, seed=SEED)
+        log(f"pre-training the tiny base model for {pretrain_steps} steps (one-off, cached)")
+        loss = pretrain(model, tokenizer, steps=pretrain_steps, seed=SEED, log=log)
+    finally:
+        torch.set_num_threads(threads)
+    seconds = time.perf_counter() - start
+    progress = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # save_pretrained draws a progress bar otherwise
+    try:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    finally:
+        if progress:
+            hf_logging.enable_progress_bar()
+    config = model.config
+    info = {
+        "name": VERSION,
+        "architecture": "LlamaForCausalLM",
+        "sizes": {key: getattr(config, key) for key in (
+            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings")},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer": "byte-level, one token per UTF-8 byte, specials " + " ".join(SPECIAL_TOKENS),
+        "seed": SEED,
+        "pretraining": {
+            "corpus": CORPUS_DESCRIPTION,
+            "steps": pretrain_steps,
+            "batch_size": PRETRAIN_BATCH,
+            "sequence_length": PRETRAIN_SEQ_LEN,
+            "tokens": pretrain_steps * PRETRAIN_BATCH * PRETRAIN_SEQ_LEN,
+            "learning_rate": PRETRAIN_LR,
+            "final_loss": round(loss, 4),
+            "seconds": round(seconds, 1),
+        },
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "python": platform.python_version()},
+    }
+    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    log(f"tiny base model: final pre-training loss {loss:.3f} after {seconds:.0f} s")
+    (out / MARKER).write_text(VERSION + "\n", encoding="utf-8")

@@ -87,6 +87,15 @@ class Adapter(Method):
                 parameter.requires_grad_(True)
         return model
 
+    def expected_trainable(self, base_model: Any) -> int:
+        """Trainable parameters ``apply`` gives ``base_model``: per adapted site 2·h·b + b + h."""
+        spec = resolve_spec(base_model, vars(self.config))
+        h, b = _hidden_size(base_model), spec["bottleneck"]
+        count = len(spec["layers"]) * len(PLACEMENTS[spec["placement"]]) * (2 * h * b + b + h)
+        if spec["train_norms"]:
+            count += sum(p.numel() for p in norm_parameters(base_model).values())
+        return count
+
     def save(self, model: Any, path: str) -> None:
         save_adapters(model, path)
 
@@ -218,7 +227,9 @@ def resolve_spec(model: Any, options: dict[str, Any]) -> dict[str, Any]:
     if placement not in PLACEMENTS:
         raise TunesmithError(f"adapter placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
     if activation not in ACTIVATIONS:
-        raise TunesmithError(f"adapter activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        raise TunesmithError(
+            f"adapter activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+        )
     reduction = options.get("reduction_factor")
     if reduction is not None:
         if reduction <= 0 or hidden // reduction < 1:
@@ -327,7 +338,8 @@ def save_adapters(model: Any, path: str | Path) -> None:
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "base_model_name_or_path": getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", ""),
+        "base_model_name_or_path": getattr(config, "_name_or_path", None)
+        or getattr(model, "name_or_path", ""),
         "model_type": getattr(config, "model_type", None),
         "hidden_size": _hidden_size(model),
         "num_layers": len(find_layers(model)),
@@ -346,7 +358,9 @@ def read_adapters(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     directory = Path(path)
     config_file, weights_file = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     if not config_file.is_file() or not weights_file.is_file():
-        raise TunesmithError(f"{directory} is not a saved bottleneck adapter: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+        raise TunesmithError(
+            f"{directory} is not a saved bottleneck adapter: it needs {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -372,7 +386,9 @@ def _check_fits(model: Any, config: dict[str, Any], path: Any) -> None:
         )
 
 
-def _load_entries(model: Any, config: dict[str, Any], tensors: dict[str, Any], path: Any, scale: float) -> None:
+def _load_entries(
+    model: Any, config: dict[str, Any], tensors: dict[str, Any], path: Any, scale: float
+) -> None:
     """Insert every stack entry of one saved artifact and copy its weights in (strictly)."""
     import torch
 
@@ -392,7 +408,9 @@ def _load_entries(model: Any, config: dict[str, Any], tensors: dict[str, Any], p
         if name in tensors and tensors[name].shape != p.shape
     ]
     if missing or unexpected or wrong:
-        details = [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []
+        details = (
+            [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []
+        )
         if unexpected:
             details.append(f"unexpected: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
         details += wrong[:5]
@@ -431,17 +449,17 @@ def load_adapters(
     if weights is not None and len(weights) != len(paths):
         raise TunesmithError(f"{len(weights)} weight(s) given for {len(paths)} adapter(s)")
     artifacts = [read_adapters(path) for path in paths]
-    for path, (config, _) in zip(paths, artifacts):
+    for path, (config, _) in zip(paths, artifacts, strict=True):
         _check_fits(base_model, config, path)
 
     if combine == "stack":
-        for path, (config, tensors), w in zip(paths, artifacts, weights or [1.0] * len(paths)):
+        for path, (config, tensors), w in zip(paths, artifacts, weights or [1.0] * len(paths), strict=True):
             for entry in config["adapters"]:
                 entry["source"] = entry.get("source") or path
             _load_entries(base_model, config, tensors, path, scale=float(w))
     else:
         shapes = [[{k: e.get(k) for k in STRUCTURAL} for e in config["adapters"]] for config, _ in artifacts]
-        for path, shape in zip(paths[1:], shapes[1:]):
+        for path, shape in zip(paths[1:], shapes[1:], strict=True):
             if shape != shapes[0]:
                 raise TunesmithError(
                     "only adapters with the same structure can be averaged",
@@ -455,7 +473,9 @@ def load_adapters(
             raise TunesmithError(f"the averaging weights {w} sum to zero")
         w = [x / sum(w) for x in w]
         averaged = {
-            name: sum(wi * tensors[name].to(torch.float32) for wi, (_, tensors) in zip(w, artifacts))
+            name: sum(
+                wi * tensors[name].to(torch.float32) for wi, (_, tensors) in zip(w, artifacts, strict=True)
+            )
             for name in keys[0]
         }
         config = dict(artifacts[0][0])

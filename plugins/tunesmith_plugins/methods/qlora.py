@@ -1,0 +1,156 @@
+"""QLoRA: LoRA on top of a base model whose linear weights are quantised by bitsandbytes (4-bit NF4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from tunesmith import hookimpl, option
+from tunesmith_plugins.methods.lora import Lora
+
+
+class QLora(Lora):
+    """QLoRA: LoRA adapters trained on a base model quantised to 4 bits (Dettmers et al., 2023).
+
+    The base loads through bitsandbytes (NF4 with double quantisation by default, or 8-bit), which cuts
+    its memory to about a quarter; LoRA matrices train in the compute dtype (fp32 on CPU, bf16 on a GPU
+    that has it). The artifact is a stock PEFT adapter, loadable onto the quantised or the full-precision
+    base. `tunesmith merge` dequantises the base weights and adds the LoRA update in full precision,
+    giving a plain model that computes what the trained QLoRA model computed.
+    """
+
+    name = "qlora"
+    default_learning_rate: ClassVar[float] = 2e-4
+    usual_learning_rates: ClassVar[tuple[float, float]] = (5e-5, 1e-3)
+
+    @dataclass
+    class Config(Lora.Config):
+        bits: int = option(4, help="Bits per base weight: 4 (QLoRA) or 8 (LLM.int8)")
+        quant_type: Literal["nf4", "fp4"] = option(
+            "nf4", help="4-bit data type: nf4 (QLoRA's NormalFloat) or fp4"
+        )
+        double_quant: bool = option(
+            True, help="Quantise the quantisation constants too (saves ~0.4 bit/weight)"
+        )
+        compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+            "auto",
+            help="Dtype of the matmuls: auto = float32 on CPU (bf16 is emulated there), bf16 on a GPU with it",
+        )
+
+    def _check(self) -> None:
+        from tunesmith.errors import TunesmithError
+
+        if self.config.bits not in (4, 8):
+            raise TunesmithError(f"method 'qlora': bits must be 4 or 8, not {self.config.bits!r}")
+
+    def compute_dtype(self, device: str) -> Any:
+        import torch
+
+        choice = self.config.compute_dtype
+        if choice != "auto":
+            return getattr(torch, choice)
+        if device == "cuda" and torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+
+    def model_load_kwargs(self, device: str) -> dict[str, Any]:
+        from transformers import BitsAndBytesConfig
+
+        self._check()
+        c = self.config
+        if c.bits == 8:
+            return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
+        return {
+            "quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=c.quant_type,
+                bnb_4bit_use_double_quant=c.double_quant,
+                bnb_4bit_compute_dtype=self.compute_dtype(device),
+            )
+        }
+
+    def apply(self, model: Any) -> Any:
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        from tunesmith.errors import TunesmithError
+
+        if not getattr(model, "is_quantized", False):
+            raise TunesmithError(
+                "method 'qlora' needs a base model loaded with its quantization_config "
+                "(Method.model_load_kwargs); this one is not quantised — use method 'lora' instead"
+            )
+        on_gpu = any(p.device.type != "cpu" for p in model.parameters())
+        # Gradient checkpointing costs ~30 % speed for memory; on CPU memory is rarely the limit.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu)
+        return get_peft_model(model, self.peft_config())
+
+    def merge(self, model: Any) -> Any:
+        """Dequantise each base weight, add its LoRA update in fp32, and return a plain model.
+
+        PEFT's own ``merge_and_unload`` on a 4-bit layer re-quantises ``W + BA`` back to 4 bits: the
+        update (typically ~1e-3 of the weight) is mostly rounded away. Here the result is unquantised:
+        a model in the compute dtype whose logits equal the trained QLoRA model's (up to float rounding).
+        It is larger than the quantised base (full-precision weights), like the original base.
+        """
+        import torch
+        from peft.tuners.lora import LoraLayer
+        from peft.utils import ModulesToSaveWrapper
+
+        from tunesmith.errors import TunesmithError
+
+        base = model.get_base_model()
+        dtype = base.get_input_embeddings().weight.dtype
+        adapters = list(model.active_adapters)
+        for name, module in list(base.named_modules()):
+            if isinstance(module, LoraLayer):
+                if any(module.use_dora.get(a, False) for a in adapters):
+                    raise TunesmithError("method 'qlora' cannot merge a DoRA adapter on a quantised base")
+                layer = module.get_base_layer()
+                weight = _dense_weight(layer).to(torch.float32)
+                for adapter in adapters:
+                    if adapter in module.lora_A:
+                        weight = weight + module.get_delta_weight(adapter).to(torch.float32)
+                base.set_submodule(name, _linear(layer, weight, dtype))
+            elif isinstance(module, ModulesToSaveWrapper):
+                base.set_submodule(name, module.modules_to_save[adapters[0]])
+        for name, module in list(base.named_modules()):
+            if _is_bnb_linear(module):  # quantised layers LoRA did not target
+                base.set_submodule(name, _linear(module, _dense_weight(module), dtype))
+        quantizer = getattr(base, "hf_quantizer", None)
+        if quantizer is not None:
+            quantizer.remove_quantization_config(base)
+        base.config.dtype = dtype
+        return base
+
+
+def _is_bnb_linear(module: Any) -> bool:
+    return type(module).__name__ in ("Linear4bit", "Linear8bitLt") and hasattr(module, "weight")
+
+
+def _dense_weight(layer: Any) -> Any:
+    """The weight of ``layer`` as a plain tensor (dequantised if bitsandbytes holds it)."""
+    if _is_bnb_linear(layer):
+        from peft.utils.integrations import dequantize_bnb_weight
+
+        state = getattr(layer, "state", None) if type(layer).__name__ == "Linear8bitLt" else None
+        return dequantize_bnb_weight(layer.weight, state=state)
+    return layer.weight.data
+
+
+def _linear(layer: Any, weight: Any, dtype: Any) -> Any:
+    import torch
+
+    bias = getattr(layer, "bias", None)
+    out = torch.nn.Linear(
+        layer.in_features, layer.out_features, bias=bias is not None, device=weight.device, dtype=dtype
+    )
+    with torch.no_grad():
+        out.weight.copy_(weight.to(dtype))
+        if bias is not None:
+            out.bias.copy_(bias.to(dtype))
+    return out
+
+
+@hookimpl
+def register_methods(register):
+    register(QLora)
