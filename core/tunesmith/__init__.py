@@ -14,6 +14,7 @@ from tunesmith.components import (
     Objective,
     Record,
     RecordProblem,
+    Reward,
     option,
 )
 from tunesmith.errors import TunesmithError
@@ -36,6 +37,7 @@ __all__ = [
     "Objective",
     "Record",
     "RecordProblem",
+    "Reward",
     "TunesmithError",
     "hookimpl",
     "option",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from tunesmith.evaluation import EvalContext
     from tunesmith.training import TrainContext
 
-KINDS = ("data_source", "formatter", "method", "objective", "evaluator")
+KINDS = ("data_source", "formatter", "method", "objective", "evaluator", "reward")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
@@ -97,29 +97,53 @@ class InvalidRecord(Exception):
 
 @dataclass
 class Example:
-    """A formatted training/evaluation example.
+    """A formatted training/evaluation example. Its ``kind`` follows from which fields are set:
 
-    Exactly one of ``messages`` (chat turns, loss on assistant turns), ``text`` (plain text, loss on all
-    tokens) or ``prompt``/``chosen``/``rejected`` (preference pairs) is set.
+    - ``chat``: ``messages`` (turns; loss on assistant turns);
+    - ``text``: ``text`` (plain text; loss on every token);
+    - ``preference``: ``prompt`` (turns) + ``chosen`` + ``rejected`` (answers), for DPO-style objectives;
+    - ``unpaired``: ``prompt`` + ``completion`` + ``label`` (desirable or not), for KTO;
+    - ``prompt``: ``prompt`` alone (optionally ``completion`` as a reference answer), for online RL.
     """
 
     messages: list[dict[str, str]] | None = None
     text: str | None = None
+    prompt: list[dict[str, str]] | None = None
+    chosen: str | None = None
+    rejected: str | None = None
+    completion: str | None = None
+    label: bool | None = None
     origin: str = ""
 
     @property
+    def kind(self) -> str:
+        if self.messages is not None:
+            return "chat"
+        if self.text is not None:
+            return "text"
+        if self.chosen is not None and self.rejected is not None:
+            return "preference"
+        if self.label is not None:
+            return "unpaired"
+        return "prompt"
+
+    @property
     def reference(self) -> str | None:
-        """The expected answer: the last assistant turn, if the example is a chat."""
+        """The expected answer: the last assistant turn, the chosen answer, or a reference completion."""
         if self.messages and self.messages[-1].get("role") == "assistant":
             return self.messages[-1]["content"]
+        if self.chosen is not None:
+            return self.chosen
+        if self.completion is not None and self.label is not False:
+            return self.completion
         return None
 
     @property
     def prompt_messages(self) -> list[dict[str, str]] | None:
-        """The conversation up to (not including) the last assistant turn."""
+        """The conversation the model answers: up to (not including) the last assistant turn."""
         if self.messages and self.messages[-1].get("role") == "assistant":
             return self.messages[:-1]
-        return None
+        return self.prompt
 
 
 class DataSource(Component):
@@ -186,10 +210,20 @@ class Method(Component):
 
 
 class Objective(Component):
-    """Trains the wrapped model; knows which example shape it needs (``example_kind``)."""
+    """Trains the wrapped model.
+
+    ``example_kinds`` lists the :class:`Example` kinds it trains on (checked before any model loads).
+    With ``tokenized = True`` it receives the core's tokenized, masked (and packed) rows in
+    ``ctx.train_rows``; with False it receives ``ctx.train_examples`` and tokenizes itself (TRL trainers).
+    """
 
     kind: ClassVar[str] = "objective"
-    example_kind: ClassVar[str] = "sft"
+    example_kinds: ClassVar[tuple[str, ...]] = ("chat", "text")
+    tokenized: ClassVar[bool] = True
+
+    def check_method(self, method: Method) -> str | None:
+        """Why this objective cannot train with ``method`` (None when it can). Checked at config time."""
+        return None
 
     def train(self, ctx: TrainContext) -> Mapping[str, float] | None:  # pragma: no cover - interface
         """Train ``ctx.model`` in place; may return training metrics (runtime, final loss, ...)."""
@@ -213,12 +247,31 @@ class Evaluator(Component):
         raise NotImplementedError
 
 
+# ---------------------------------------------------------------------------------------- rewards
+
+
+class Reward(Component):
+    """A reward function for online RL objectives (GRPO): scores completions of prompts.
+
+    ``score`` receives the prompts (as rendered text), the generated completions and the examples they
+    came from (reference answers in ``example.reference``) and returns one float per completion.
+    """
+
+    kind: ClassVar[str] = "reward"
+
+    def score(
+        self, prompts: list[str], completions: list[str], examples: list[Example]
+    ) -> list[float]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
 BASES: dict[str, type[Component]] = {
     "data_source": DataSource,
     "formatter": Formatter,
     "method": Method,
     "objective": Objective,
     "evaluator": Evaluator,
+    "reward": Reward,
 }
 
 RegisterCallback = Callable[[type[Component]], None]
@@ -235,6 +288,7 @@ __all__ = [
     "Objective",
     "Record",
     "RecordProblem",
+    "Reward",
     "RegisterCallback",
     "option",
 ]

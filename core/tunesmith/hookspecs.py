@@ -65,6 +65,15 @@ def register_evaluators(register: Any) -> None:
 
 
 @hookspec
+def register_rewards(register: Any) -> None:
+    """Register :class:`tunesmith.Reward` subclasses (reward functions for online RL) with ``register(cls)``.
+
+    A reward's ``score(prompts, completions, examples)`` returns one float per completion. It runs
+    inside the training loop on every generation batch: keep it fast and deterministic.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add Click commands to the ``tunesmith`` CLI: ``cli.add_command(...)`` or ``@cli.command()``.
 

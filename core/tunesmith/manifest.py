@@ -59,7 +59,8 @@ def hash_examples(examples: list[Example]) -> str:
     """sha256 over the formatted examples, in order (what training actually sees, before tokenizing)."""
     digest = hashlib.sha256()
     for ex in examples:
-        digest.update(json.dumps([ex.messages, ex.text], sort_keys=True, ensure_ascii=False).encode())
+        fields = [ex.messages, ex.text, ex.prompt, ex.chosen, ex.rejected, ex.completion, ex.label]
+        digest.update(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode())
         digest.update(b"\n")
     return digest.hexdigest()
 

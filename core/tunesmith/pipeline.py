@@ -61,7 +61,21 @@ def read_data(resolved: Resolved) -> PreparedData:
         _raise_problems(problems, "the data")
     if not prepared.examples.get("train"):
         raise TunesmithError("the training split has no usable examples")
+    _check_kinds(resolved, prepared.examples["train"])
     return prepared
+
+
+def _check_kinds(resolved: Resolved, examples: list[Example]) -> None:
+    """The formatter's examples must be what the objective trains on (e.g. DPO needs preference pairs)."""
+    wanted = resolved.objective.example_kinds
+    found = sorted({ex.kind for ex in examples})
+    wrong = [k for k in found if k not in wanted]
+    if wrong:
+        raise TunesmithError(
+            f"objective '{resolved.objective.name}' trains on {' or '.join(wanted)} examples, but formatter "
+            f"'{resolved.formatter.name}' produced {', '.join(wrong)} examples",
+            details=["choose a formatter that produces the right kind (see: tunesmith plugins list)"],
+        )
 
 
 def tokenize_data(resolved: Resolved, tokenizer: Any, prepared: PreparedData) -> PreparedData:
@@ -302,8 +316,9 @@ def _train_and_evaluate(
     trainable, total = count_parameters(model)
     ui.note(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.4f}%)")
 
-    rows = training_rows(resolved, prepared.tokenized["train"])
-    ui.step(f"Training with objective '{objective.name}' on {len(rows)} rows")
+    rows = training_rows(resolved, prepared.tokenized["train"]) if objective.tokenized else []
+    what = f"{len(rows)} rows" if objective.tokenized else f"{len(prepared.examples['train'])} examples"
+    ui.step(f"Training with objective '{objective.name}' on {what}")
     with ui.progress("training", None) as update:
         callbacks = make_callbacks(
             run.path,
@@ -324,11 +339,15 @@ def _train_and_evaluate(
             run_dir=run.path,
             callbacks=callbacks,
             resume_from=resume_from,
+            train_examples=prepared.examples["train"],
+            eval_examples=prepared.examples.get("validation", []),
+            method=method,
+            plugins=plugins,
         )
         started = time.monotonic()
         train_metrics = objective.train(ctx) or {}
         train_seconds = time.monotonic() - started
-    tokens = sum(len(r["input_ids"]) for r in rows)
+    tokens = sum(len(r["input_ids"]) for r in rows) or sum(len(t.input_ids) for t in prepared.tokenized["train"])
     epochs = cfg.training.epochs if cfg.training.max_steps <= 0 else None
     train_metrics = {
         **train_metrics,

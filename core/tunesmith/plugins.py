@@ -30,6 +30,7 @@ REGISTRATION_HOOKS = {
     "method": "register_methods",
     "objective": "register_objectives",
     "evaluator": "register_evaluators",
+    "reward": "register_rewards",
 }
 KIND_LABELS = {
     "data_source": "data source",
@@ -37,6 +38,7 @@ KIND_LABELS = {
     "method": "method",
     "objective": "objective",
     "evaluator": "evaluator",
+    "reward": "reward",
 }
 
 

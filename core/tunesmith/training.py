@@ -60,6 +60,13 @@ class TrainContext:
     run_dir: Path
     callbacks: list[Any] = field(default_factory=list)
     resume_from: str | None = None
+    #: The formatted examples, for objectives that tokenize themselves (``Objective.tokenized = False``).
+    train_examples: list[Any] = field(default_factory=list)
+    eval_examples: list[Any] = field(default_factory=list)
+    #: The method that wrapped the model (e.g. DPO uses the PEFT adapter as its implicit reference).
+    method: Any = None
+    #: The plugin registry (e.g. GRPO looks up reward plugins by name).
+    plugins: Any = None
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -21,7 +21,6 @@ class Sft(Objective):
     """
 
     name = "sft"
-    example_kind = "sft"
 
     def train(self, ctx: Any) -> dict[str, float]:
         from transformers import Trainer, TrainingArguments
