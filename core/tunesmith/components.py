@@ -220,6 +220,8 @@ class Objective(Component):
     kind: ClassVar[str] = "objective"
     example_kinds: ClassVar[tuple[str, ...]] = ("chat", "text")
     tokenized: ClassVar[bool] = True
+    #: What to load the base model as: "causal-lm", or "sequence-classification" (reward models).
+    model_kind: ClassVar[str] = "causal-lm"
 
     def check_method(self, method: Method) -> str | None:
         """Why this objective cannot train with ``method`` (None when it can). Checked at config time."""

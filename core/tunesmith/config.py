@@ -226,8 +226,10 @@ def resolve(data: dict[str, Any], plugins: Plugins) -> Resolved:
     if not errors:
         reason = resolved.objective.check_method(resolved.method)
         if reason:
-            errors.append(f"objective '{resolved.objective.name}' cannot train with method "
-                          f"'{resolved.method.name}': {reason}")
+            errors.append(
+                f"objective '{resolved.objective.name}' cannot train with method "
+                f"'{resolved.method.name}': {reason}"
+            )
     if errors:
         raise TunesmithError("invalid config:", details=errors)
     resolved.warnings = _apply_method_defaults(resolved)

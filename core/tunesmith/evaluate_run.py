@@ -25,7 +25,13 @@ def load_base(run: RunDir, resolved: Any) -> tuple[Any, Any]:
     dtype = torch_dtype(cfg.model, device.precision(cfg.training.precision))
     tokenizer = AutoTokenizer.from_pretrained(str(run.final))
     path = model_path(cfg.model)
-    base = load_model(cfg.model, path, dtype=dtype, extra=resolved.method.model_load_kwargs(device.type))
+    base = load_model(
+        cfg.model,
+        path,
+        dtype=dtype,
+        extra=resolved.method.model_load_kwargs(device.type),
+        head=resolved.objective.model_kind,
+    )
     if device.type != "cpu" and not getattr(base, "hf_device_map", None):
         base.to(device.type)
     return base, tokenizer

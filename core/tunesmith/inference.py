@@ -129,6 +129,20 @@ def load_session(paths: list[Path], plugins: Plugins, *, active: str | None = No
     return session
 
 
+def merged_model_dir(path: Path, plugins: Plugins, log: Any = None) -> Path:
+    """A finished run as a plain model directory: ``final`` when it holds a whole model, else the run's
+    artifact merged into its base once and cached as ``RUN/merged``."""
+    loaded = open_run(path, plugins)
+    if not loaded.resolved.method.produces_adapter and (loaded.run.final / "config.json").is_file():
+        return loaded.run.final  # full fine-tuning, freeze: already a whole model
+    merged = loaded.run.path / "merged"
+    if not (merged / "config.json").is_file():
+        if log:
+            log(f"merging {path} into its base model (cached in {merged})")
+        merge_run(path, merged, plugins, overwrite=True)
+    return merged
+
+
 def merge_run(path: Path, out: Path, plugins: Plugins, *, overwrite: bool = False) -> Path:
     """Fold a run's trained weights into its base model; writes a plain transformers model to ``out``."""
     from tunesmith.evaluate_run import load_base

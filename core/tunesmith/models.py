@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Any
 
 from tunesmith.config import ModelConfig
@@ -22,12 +24,21 @@ FALLBACK_CHAT_TEMPLATE = (
 )
 
 
-def model_path(cfg: ModelConfig, log: Any = None) -> str:
-    """The directory or hub id to load; builds (once, cached) the tiny model when asked for."""
+def model_path(cfg: ModelConfig, log: Any = None, plugins: Any = None) -> str:
+    """The directory or hub id to load.
+
+    ``tiny`` builds (once, cached) the built-in tiny model. A tunesmith run directory means "continue
+    from that run": its trained weights merged into its base (cached in ``RUN/merged``), e.g. DPO after SFT.
+    """
     if cfg.path == TINY:
         from tunesmith.tiny import ensure_tiny_model
 
         return str(ensure_tiny_model(log=log))
+    if (Path(cfg.path) / "run.json").is_file():
+        from tunesmith.inference import merged_model_dir
+        from tunesmith.plugins import Plugins
+
+        return str(merged_model_dir(Path(cfg.path), plugins or Plugins(), log=log))
     return cfg.path
 
 
@@ -61,17 +72,29 @@ def torch_dtype(cfg: ModelConfig, precision: str) -> Any:
     return {"bf16": torch.bfloat16, "fp16": torch.float32}.get(precision, torch.float32)
 
 
-def load_model(cfg: ModelConfig, path: str, *, dtype: Any, extra: dict[str, Any] | None = None) -> Any:
-    """``AutoModelForCausalLM.from_pretrained`` with the run's dtype and the method's extra arguments."""
-    from transformers import AutoModelForCausalLM
+HEADS = {"causal-lm": "AutoModelForCausalLM", "sequence-classification": "AutoModelForSequenceClassification"}
 
+
+def load_model(
+    cfg: ModelConfig, path: str, *, dtype: Any, extra: dict[str, Any] | None = None, head: str = "causal-lm"
+) -> Any:
+    """``from_pretrained`` with the run's dtype and the method's extra arguments.
+
+    ``head`` is the objective's ``model_kind``: a causal LM, or a sequence classifier with one output
+    (a reward model) whose new head is initialised by transformers.
+    """
+    import transformers
+
+    auto = getattr(transformers, HEADS[head])
     kwargs: dict[str, Any] = dict(
         revision=cfg.revision, trust_remote_code=cfg.trust_remote_code, dtype=dtype, **(extra or {})
     )
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
+    if head == "sequence-classification":
+        kwargs["num_labels"] = 1
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = auto.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         raise TunesmithError(f"cannot load model '{cfg.path}': {_first_line(exc)}") from None
     return model

@@ -180,14 +180,16 @@ class RunResult:
     metrics: dict[str, Any]
 
 
-def prepare(resolved: Resolved, ui: Any) -> tuple[PreparedData, Any, str, list[str]]:
+def prepare(
+    resolved: Resolved, ui: Any, plugins: Plugins | None = None
+) -> tuple[PreparedData, Any, str, list[str]]:
     """Data and tokenizer, validated: everything a run or ``data check`` needs before any model loads."""
     from tunesmith.models import load_tokenizer, model_path
 
     ui.step("Reading and validating data")
     prepared = read_data(resolved)
     ui.step("Loading tokenizer")
-    path = model_path(resolved.config.model, log=ui.note)
+    path = model_path(resolved.config.model, log=ui.note, plugins=plugins)
     tokenizer, notes = load_tokenizer(resolved.config.model, path)
     for note in notes:
         ui.warn(note)
@@ -213,7 +215,7 @@ def run(
     cfg = resolved.config
     for warning in resolved.warnings:
         ui.warn(warning)
-    prepared, tokenizer, path, _ = prepare(resolved, ui)
+    prepared, tokenizer, path, _ = prepare(resolved, ui, plugins)
     manifest = build_manifest(
         seed=cfg.training.seed,
         data_hashes={split: hash_examples(ex) for split, ex in prepared.examples.items()},
@@ -299,7 +301,11 @@ def _train_and_evaluate(
 
     ui.step(f"Loading model {cfg.model.path} ({device.type}, {precision})")
     model = load_model(
-        cfg.model, path, dtype=torch_dtype(cfg.model, precision), extra=method.model_load_kwargs(device.type)
+        cfg.model,
+        path,
+        dtype=torch_dtype(cfg.model, precision),
+        extra=method.model_load_kwargs(device.type),
+        head=objective.model_kind,
     )
     if device.type != "cpu" and not getattr(model, "hf_device_map", None):
         model.to(device.type)
@@ -347,7 +353,9 @@ def _train_and_evaluate(
         started = time.monotonic()
         train_metrics = objective.train(ctx) or {}
         train_seconds = time.monotonic() - started
-    tokens = sum(len(r["input_ids"]) for r in rows) or sum(len(t.input_ids) for t in prepared.tokenized["train"])
+    tokens = sum(len(r["input_ids"]) for r in rows) or sum(
+        len(t.input_ids) for t in prepared.tokenized["train"]
+    )
     epochs = cfg.training.epochs if cfg.training.max_steps <= 0 else None
     train_metrics = {
         **train_metrics,

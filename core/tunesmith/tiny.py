@@ -243,8 +243,12 @@ def is_complete(path: str | Path) -> bool:
     return (path / MARKER).is_file() and (path / "config.json").is_file()
 
 
-def ensure_tiny_model(cache_dir: str | Path | None = None, *, pretrain_steps: int = PRETRAIN_STEPS,
-                      log: Callable[[str], None] | None = None) -> Path:
+def ensure_tiny_model(
+    cache_dir: str | Path | None = None,
+    *,
+    pretrain_steps: int = PRETRAIN_STEPS,
+    log: Callable[[str], None] | None = None,
+) -> Path:
     """The directory of the built-in tiny base model, building and caching it on first use.
 
     Built in a temporary sibling directory and moved into place with ``os.replace``, so a reader
@@ -304,9 +308,19 @@ def _build(out: Path, pretrain_steps: int, log: Callable[[str], None]) -> None:
     info = {
         "name": VERSION,
         "architecture": "LlamaForCausalLM",
-        "sizes": {key: getattr(config, key) for key in (
-            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "max_position_embeddings", "tie_word_embeddings")},
+        "sizes": {
+            key: getattr(config, key)
+            for key in (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "max_position_embeddings",
+                "tie_word_embeddings",
+            )
+        },
         "parameters": sum(p.numel() for p in model.parameters()),
         "tokenizer": "byte-level, one token per UTF-8 byte, specials " + " ".join(SPECIAL_TOKENS),
         "seed": SEED,
@@ -320,8 +334,11 @@ def _build(out: Path, pretrain_steps: int, log: Callable[[str], None]) -> None:
             "final_loss": round(loss, 4),
             "seconds": round(seconds, 1),
         },
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
     }
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     log(f"tiny base model: final pre-training loss {loss:.3f} after {seconds:.0f} s")
