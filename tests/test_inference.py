@@ -22,7 +22,6 @@ def cli(*args: str, input: str | None = None):
 def two_runs(tmp_path_factory, tiny_model_dir):
     """Two LoRA runs of the same base, trained differently (different learning rates)."""
     import yaml
-
     from conftest import upper_task, write_jsonl
 
     root = tmp_path_factory.mktemp("inference")

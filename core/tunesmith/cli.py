@@ -439,7 +439,7 @@ def generate(
 
     session = load_session(list(run_dirs), _plugins(ctx), active=adapter)
     for prompt, answer in zip(
-        prompts, session.generate(list(prompts), max_new_tokens=max_new_tokens, system=system)
+        prompts, session.generate(list(prompts), max_new_tokens=max_new_tokens, system=system), strict=True
     ):
         if len(prompts) > 1:
             console.print(f"[dim]> {prompt}[/]", markup=True)
