@@ -388,6 +388,61 @@ def eval_command(
     print_metrics(metrics)
 
 
+# ----------------------------------------------------------------------------------- review, compare
+
+
+@cli.group()
+def review() -> None:
+    """Blind human review of base vs tuned answers (the human-review evaluator writes the sheet)."""
+
+
+@review.command("import")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("ratings_csv", type=click.Path(dir_okay=False, path_type=Path))
+def review_import(run_dir: Path, ratings_csv: Path) -> None:
+    """Score a filled review sheet (ratings a, b or tie): the tuned model's win/tie/loss rates."""
+    from tunesmith.review import import_ratings
+
+    r = import_ratings(run_dir, ratings_csv)
+    table = Table(title=f"Tuned vs base, {r['rated']} rated of {r['items']}", title_justify="left")
+    for col in ("split", "rated", "tuned wins", "ties", "tuned losses"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split, t in [*r["by_split"].items(), *([("all", r)] if len(r["by_split"]) > 1 else [])]:
+        table.add_row(
+            split,
+            str(t["rated"]),
+            f"{t['win_rate']:.1%} ({t['tuned_wins']})",
+            f"{t['tie_rate']:.1%} ({t['ties']})",
+            f"{t['loss_rate']:.1%} ({t['tuned_losses']})",
+        )
+    console.print(table)
+    console.print(f"wrote {run_dir / 'review' / 'results.json'}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def compare(run_dirs: tuple[Path, ...], as_json: bool) -> None:
+    """Held-out metrics of finished runs side by side, with the base model's as a first row."""
+    from tunesmith.compare import compare_runs
+    from tunesmith.report import fmt
+
+    result = compare_runs(list(run_dirs))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    table = Table(title="Held-out metrics (tuned model per run)", title_justify="left")
+    table.add_column("run")
+    for column in result.columns:  # split on its own header line, evaluator/metric below it
+        table.add_column(column.replace("/", "\n", 1), justify="right", overflow="fold")
+    for row in result.rows:
+        name = Text(row["name"], style="dim" if row["name"] == "base" else "")
+        table.add_row(name, *(fmt(row["metrics"].get(c)) for c in result.columns))
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
 # ------------------------------------------------------------------------------ merge, generate, chat
 
 

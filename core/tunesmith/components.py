@@ -114,6 +114,8 @@ class Example:
     completion: str | None = None
     label: bool | None = None
     origin: str = ""
+    #: Answer options for multiple-choice evaluation (the reference is one of them); any kind may carry it.
+    choices: list[str] | None = None
 
     @property
     def kind(self) -> str:

@@ -154,6 +154,36 @@ def _eos_id(tokenizer: Any) -> int:
     return tokenizer.eos_token_id
 
 
+def _encode_chat(
+    tokenizer: Any, messages: list[dict[str, str]], *, last_turn_only: bool = False
+) -> tuple[list[int], list[bool]]:
+    """Token ids of a rendered chat and, per token, whether it lies in an assistant turn (EOS included).
+
+    ``last_turn_only`` marks only the final assistant turn: the answer of a preference pair or of an
+    unpaired completion, whose prompt may itself hold earlier assistant turns.
+    """
+    text, spans = _assistant_spans(tokenizer, messages)
+    _eos_id(tokenizer)  # fails clearly for a tokenizer without EOS
+    text, spans = _with_eos(text, spans, tokenizer.eos_token)
+    if last_turn_only:
+        spans = spans[-1:]
+    try:
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:
+        raise TunesmithError(
+            "loss masking needs a fast tokenizer (one that returns character offsets)"
+        ) from None
+    trained = [
+        any(start < e and max(end, start + 1) > s for s, e in spans)
+        for start, end in encoding["offset_mapping"]
+    ]
+    return list(encoding["input_ids"]), trained
+
+
+def _answered(example: Example, answer: str) -> list[dict[str, str]]:
+    return [*(example.prompt or []), {"role": "assistant", "content": answer}]
+
+
 def tokenize_example(
     example: Example,
     tokenizer: Any,
@@ -162,30 +192,50 @@ def tokenize_example(
     train_on_prompt: bool = False,
     truncate: bool = False,
 ) -> TokenizedExample:
-    """Tokenize one example and mask what is not trained; raises :class:`InvalidRecord` for unusable ones."""
-    if example.messages is not None:
-        text, spans = _assistant_spans(tokenizer, example.messages)
-        _eos_id(tokenizer)  # fails clearly for a tokenizer without EOS
-        text, spans = _with_eos(text, spans, tokenizer.eos_token)
-        try:
-            encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        except NotImplementedError:
-            raise TunesmithError(
-                "loss masking needs a fast tokenizer (one that returns character offsets)"
-            ) from None
-        ids = list(encoding["input_ids"])
-        trained = [
-            any(start < e and max(end, start + 1) > s for s, e in spans)
-            for start, end in encoding["offset_mapping"]
-        ]
-    elif example.text is not None:
+    """Tokenize one example and mask what is not trained; raises :class:`InvalidRecord` for unusable ones.
+
+    Chat and text examples become training rows. The kinds that objectives tokenize themselves (TRL
+    trainers) are measured here so that over-long records are caught before a model loads, and are
+    returned in a displayable form: a preference pair as prompt + chosen (trained = chosen tokens; the
+    longer of prompt + chosen and prompt + rejected is what must fit ``max_length``), an unpaired example
+    as prompt + completion, a prompt alone with nothing trained. ``train_on_prompt`` does not apply to
+    them (the TRL losses are over answers only).
+    """
+    kind = example.kind
+    pair_truncated = False
+    if kind == "chat":
+        ids, trained = _encode_chat(tokenizer, example.messages or [])
+    elif kind == "text":
         ids = list(tokenizer(example.text)["input_ids"])
         eos = _eos_id(tokenizer)
         if not ids or ids[-1] != eos:
             ids.append(eos)
         trained = [True] * len(ids)
-    else:
-        raise ValueError(f"{example.origin}: example has neither messages nor text")
+    elif kind in ("preference", "unpaired"):
+        if not example.prompt:
+            raise ValueError(f"{example.origin}: {kind} example has no prompt")
+        answer = example.chosen if kind == "preference" else example.completion
+        ids, trained = _encode_chat(tokenizer, _answered(example, answer or ""), last_turn_only=True)
+        if kind == "preference":
+            rejected, _ = _encode_chat(
+                tokenizer, _answered(example, example.rejected or ""), last_turn_only=True
+            )
+            longest = max(len(ids), len(rejected))
+            if longest > max_length and not truncate:
+                raise InvalidRecord(
+                    f"pair has {len(ids)} tokens with the chosen answer and {len(rejected)} with the rejected "
+                    f"one, more than max_length {max_length} (raise max_length, or set truncate to cut it)"
+                )
+            pair_truncated = longest > max_length
+        train_on_prompt = False
+    elif kind == "prompt":
+        if not example.prompt:
+            raise ValueError(f"{example.origin}: example has no messages, text or prompt")
+        ids = list(tokenizer(render_prompt(tokenizer, example), add_special_tokens=False)["input_ids"])
+        trained = [False] * len(ids)
+        train_on_prompt = False
+    else:  # pragma: no cover - Example.kind has no other values
+        raise ValueError(f"{example.origin}: unknown example kind {kind!r}")
     labels = [t if (train_on_prompt or keep) else IGNORE_INDEX for t, keep in zip(ids, trained, strict=True)]
     result = TokenizedExample(ids, labels, example.origin)
     if len(ids) > max_length:
@@ -195,7 +245,8 @@ def tokenize_example(
                 "(raise max_length, or set truncate to cut it)"
             )
         result = TokenizedExample(ids[:max_length], labels[:max_length], example.origin, truncated=True)
-    if result.num_trained == 0:
+    result.truncated = result.truncated or pair_truncated
+    if result.num_trained == 0 and kind != "prompt":  # a bare prompt trains nothing by design (online RL)
         after = f" after truncation to {max_length} tokens" if result.truncated else ""
         raise InvalidRecord(f"no tokens left to train on{after}")
     return result

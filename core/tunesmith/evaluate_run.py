@@ -68,10 +68,12 @@ def evaluate_run(
     metrics: dict[str, Any] = {"base": {}, "tuned": {}}
     if compare_base:
         ui.step("Evaluating the base model")
-        metrics["base"], _, _ = evaluate(base, tokenizer, resolved, prepared, "base", ui)
+        metrics["base"], _, _ = evaluate(base, tokenizer, resolved, prepared, "base", ui, run.path / "review")
     ui.step("Loading the tuned model")
     tuned = resolved.method.load(base, str(run.final))
     ui.step("Evaluating the tuned model")
-    metrics["tuned"], _, metrics["errors"] = evaluate(tuned, tokenizer, resolved, prepared, "tuned", ui)
+    metrics["tuned"], _, metrics["errors"] = evaluate(
+        tuned, tokenizer, resolved, prepared, "tuned", ui, run.path / "review"
+    )
     write_json(run.path / "evals" / f"{time.strftime('%Y%m%d-%H%M%S')}.json", metrics)
     return metrics

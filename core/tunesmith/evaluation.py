@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tunesmith.components import Evaluator, Example
@@ -26,7 +27,10 @@ class EvalExample:
     ``prompt`` is the chat-template rendering of the prompt messages with the generation prompt
     appended; ``completion`` is what the template renders after it for the reference answer (the
     reference plus end-of-turn markers: what training puts loss on). Plain-text examples have an empty
-    prompt, ``text`` set and no reference.
+    prompt, ``text`` set and no reference. ``choices`` are the answer options of a multiple-choice
+    example (copied from :attr:`Example.choices`; the reference is one of them), else ``None``.
+    ``chosen`` and ``rejected`` (preference examples only) are the two answers rendered like
+    ``completion``: the text the template appends after ``prompt``, end-of-turn included.
     """
 
     prompt: str
@@ -35,6 +39,9 @@ class EvalExample:
     text: str | None = None
     origin: str = ""
     completion: str | None = None
+    choices: list[str] | None = None
+    chosen: str | None = None
+    rejected: str | None = None
 
 
 def to_eval_examples(examples: Sequence[Example], tokenizer: Any) -> list[EvalExample]:
@@ -43,13 +50,13 @@ def to_eval_examples(examples: Sequence[Example], tokenizer: Any) -> list[EvalEx
     for ex in examples:
         prompt_messages = ex.prompt_messages
         if prompt_messages is None:
-            out.append(EvalExample(prompt="", text=ex.text, origin=ex.origin))
+            out.append(EvalExample(prompt="", text=ex.text, origin=ex.origin, choices=ex.choices))
             continue
         prompt = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(ex.messages, tokenize=False)
-        # Templates that render the answer differently from the generation prompt (rare) fall back to
-        # the bare reference.
-        completion = full[len(prompt) :] if full.startswith(prompt) else ex.reference
+        if ex.messages is not None:
+            completion = _rendered_answer(tokenizer, prompt, ex.messages, ex.reference)
+        else:  # preference / unpaired / prompt-only: the answer becomes an assistant turn
+            completion = _answer(tokenizer, prompt, prompt_messages, ex.reference)
         out.append(
             EvalExample(
                 prompt=prompt,
@@ -57,9 +64,27 @@ def to_eval_examples(examples: Sequence[Example], tokenizer: Any) -> list[EvalEx
                 messages=prompt_messages,
                 origin=ex.origin,
                 completion=completion,
+                choices=ex.choices,
+                chosen=_answer(tokenizer, prompt, prompt_messages, ex.chosen),
+                rejected=_answer(tokenizer, prompt, prompt_messages, ex.rejected),
             )
         )
     return out
+
+
+def _answer(tokenizer: Any, prompt: str, prompt_messages: list[dict[str, str]], answer: str | None) -> str | None:
+    """``answer`` as the template renders it as the next assistant turn after ``prompt`` (or None)."""
+    if answer is None:
+        return None
+    messages = [*prompt_messages, {"role": "assistant", "content": answer}]
+    return _rendered_answer(tokenizer, prompt, messages, answer)
+
+
+def _rendered_answer(tokenizer: Any, prompt: str, messages: list[dict[str, str]], answer: str | None) -> str | None:
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    # Templates that render the answer differently from the generation prompt (rare) fall back to
+    # the bare answer.
+    return full[len(prompt) :] if full.startswith(prompt) else answer
 
 
 class EvalContext:
@@ -68,8 +93,9 @@ class EvalContext:
     Attributes: ``model``, ``tokenizer``, ``examples`` (:class:`EvalExample`), ``config`` (the
     evaluator's own ``Config`` instance), ``split`` (e.g. ``"validation"``), ``label`` (``"base"`` or
     ``"tuned"``), ``device``, ``batch_size``, ``max_new_tokens`` (the default for :meth:`generate`),
-    ``samples`` (what :meth:`record_samples` stored) and ``on_batch`` (called with the number of items
-    finished after each batch, for progress bars).
+    ``samples`` (what :meth:`record_samples` stored), ``on_batch`` (called with the number of items
+    finished after each batch, for progress bars) and ``output_dir`` (a directory of the run where an
+    evaluator may write files, e.g. a review sheet; ``None`` when there is none: then write nothing).
     """
 
     def __init__(
@@ -85,6 +111,7 @@ class EvalContext:
         max_new_tokens: int = 64,
         device: Any = None,
         on_batch: OnBatch | None = None,
+        output_dir: Path | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -96,6 +123,7 @@ class EvalContext:
         self.max_new_tokens = max_new_tokens
         self.device = device if device is not None else _model_device(model)
         self.on_batch = on_batch
+        self.output_dir = Path(output_dir) if output_dir is not None else None
         self.samples: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------------------------ helpers
@@ -113,6 +141,7 @@ class EvalContext:
         """
         import torch
 
+        self._need_causal_lm("generate")
         tok = self.tokenizer
         pad_id = _pad_id(tok)
         options: dict[str, Any] = dict(
@@ -158,6 +187,7 @@ class EvalContext:
 
         if len(prompts) != len(completions):
             raise ValueError(f"score: {len(prompts)} prompts but {len(completions)} completions")
+        self._need_causal_lm("score")
         tok = self.tokenizer
         rows = [_split_tokens(tok, p, c) for p, c in zip(prompts, completions, strict=True)]
         results: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
@@ -189,6 +219,17 @@ class EvalContext:
                 self._progress(len(idx))
         return results
 
+    def _need_causal_lm(self, what: str) -> None:
+        from tunesmith.models import is_sequence_classifier
+
+        if is_sequence_classifier(self.model):
+            from tunesmith.errors import TunesmithError
+
+            raise TunesmithError(
+                f"ctx.{what} needs a causal LM, but the model is a sequence classifier (a reward model): "
+                "evaluate it with preference-accuracy"
+            )
+
     def _progress(self, done: int) -> None:
         if self.on_batch is not None:
             self.on_batch(done)
@@ -213,8 +254,13 @@ def run_evaluators(
     batch_size: int = 16,
     max_new_tokens: int = 64,
     on_batch: OnBatch | None = None,
+    output_dir: Path | None = None,
 ) -> EvalResult:
-    """Run each evaluator on its own context. An evaluator's exception propagates: the caller decides."""
+    """Run each evaluator on its own context. An evaluator's exception propagates: the caller decides.
+
+    ``output_dir`` becomes ``ctx.output_dir``: where evaluators that write files (``human-review``) put
+    them; ``None`` means they write nothing.
+    """
     result = EvalResult()
     for evaluator in evaluators:
         ctx = EvalContext(
@@ -227,6 +273,7 @@ def run_evaluators(
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             on_batch=on_batch,
+            output_dir=output_dir,
         )
         metrics = evaluator.evaluate(ctx)
         for metric, value in metrics.items():

@@ -102,3 +102,30 @@ def load_model(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_sequence_classifier(model: Any) -> bool:
+    """True for a ``...ForSequenceClassification`` model (a reward model), PEFT-wrapped or not."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(inner).__name__.endswith("ForSequenceClassification")
+
+
+def classification_head(model: Any) -> str | None:
+    """The attribute name of a sequence classifier's output head (``score`` for Llama-style models)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return next((name for name in ("score", "classifier") if hasattr(inner, name)), None)
+
+
+def auto_class_like(model: Any) -> Any:
+    """The transformers Auto class that loads a saved copy of ``model`` with the same head."""
+    import transformers
+
+    head = "sequence-classification" if is_sequence_classifier(model) else "causal-lm"
+    return getattr(transformers, HEADS[head])
+
+
+def ensure_pad_token_id(model: Any, tokenizer: Any) -> None:
+    """Sequence classifiers pool the last non-pad token: they need ``config.pad_token_id`` set."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id

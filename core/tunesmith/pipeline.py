@@ -123,7 +123,13 @@ def evaluation_splits(resolved: Resolved, prepared: PreparedData) -> list[str]:
 
 
 def evaluate(
-    model: Any, tokenizer: Any, resolved: Resolved, prepared: PreparedData, label: str, ui: Any
+    model: Any,
+    tokenizer: Any,
+    resolved: Resolved,
+    prepared: PreparedData,
+    label: str,
+    ui: Any,
+    output_dir: Path | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any], list[str]]:
     """Score ``model`` with every evaluator on every evaluation split.
 
@@ -158,6 +164,7 @@ def evaluate(
                         label=label,
                         batch_size=e.batch_size,
                         max_new_tokens=e.max_new_tokens,
+                        output_dir=output_dir,
                         on_batch=on_batch,
                     )
                 except Exception as exc:  # noqa: BLE001 - see docstring
@@ -314,7 +321,9 @@ def _train_and_evaluate(
     base_metrics, base_samples = {}, {}
     if cfg.evaluation.compare_base:
         ui.step("Evaluating the base model")
-        base_metrics, base_samples, _ = evaluate(model, tokenizer, resolved, prepared, "base", ui)
+        base_metrics, base_samples, _ = evaluate(
+            model, tokenizer, resolved, prepared, "base", ui, run.path / "review"
+        )
 
     ui.step(f"Applying method '{method.name}'")
     set_seed(cfg.training.seed)
@@ -377,7 +386,9 @@ def _train_and_evaluate(
 
     ui.step("Evaluating the tuned model")
     with torch.inference_mode():
-        tuned_metrics, tuned_samples, errors = evaluate(model, tokenizer, resolved, prepared, "tuned", ui)
+        tuned_metrics, tuned_samples, errors = evaluate(
+            model, tokenizer, resolved, prepared, "tuned", ui, run.path / "review"
+        )
 
     metrics = {
         "base": base_metrics,

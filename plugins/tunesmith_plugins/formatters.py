@@ -1,4 +1,5 @@
-"""Built-in formatters: Alpaca instruction records, OpenAI-style chats, and plain text.
+"""Built-in formatters: Alpaca instruction records, OpenAI-style chats, plain text, preference pairs
+(DPO/ORPO/SimPO/KTO), unpaired labelled completions (KTO) and bare prompts (online RL).
 
 Each one checks a record fully before building an :class:`Example`, and names the offending field
 (``messages[2].role``) so a user can fix the data from the message alone.
@@ -144,7 +145,164 @@ class TextFormatter(Formatter):
         return Example(text=_string(record.fields, self.config.text_field, what="text"))
 
 
+# ------------------------------------------------------------------------------ preference data
+
+
+def _prompt(fields: Any, key: str, system_key: str) -> list[dict[str, str]]:
+    """A prompt given as a string (one user turn) or as a list of {role, content} turns ending with a user
+    turn; an optional system prompt field is put first."""
+    if key not in fields or fields[key] is None:
+        raise InvalidRecord("missing", field=key)
+    value = fields[key]
+    system = _string(fields, system_key, required=False)
+    if isinstance(value, str):
+        messages = [{"role": "user", "content": _string(fields, key, what="prompt")}]
+    elif isinstance(value, list):
+        if not value:
+            raise InvalidRecord("empty conversation", field=key)
+        messages = [_turn(turn, f"{key}[{i}]") for i, turn in enumerate(value)]
+        if messages[-1]["role"] != "user":
+            raise InvalidRecord(
+                f"prompt ends with a {messages[-1]['role']} turn; it must end with a user turn "
+                "(the answers go in their own fields)",
+                field=f"{key}[{len(messages) - 1}].role",
+            )
+        if system.strip() and messages[0]["role"] == "system":
+            raise InvalidRecord(
+                "a system prompt is given both here and as the prompt's first turn", field=system_key
+            )
+    else:
+        raise InvalidRecord(
+            f"expected a string or a list of {{role, content}} turns, got {_type_name(value)}", field=key
+        )
+    return ([{"role": "system", "content": system}] if system.strip() else []) + messages
+
+
+def _answer(fields: Any, key: str) -> str:
+    """An answer given as a string, or as a one-turn list ``[{"role": "assistant", "content": ...}]``."""
+    if key not in fields or fields[key] is None:
+        raise InvalidRecord("missing", field=key)
+    value = fields[key]
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise InvalidRecord(
+                f"expected one assistant turn, got a list of {len(value)} turns (multi-turn context belongs "
+                "in the prompt)",
+                field=key,
+            )
+        turn = _turn(value[0], f"{key}[0]")
+        if turn["role"] != "assistant":
+            raise InvalidRecord(
+                f"expected an assistant turn, got a {turn['role']} turn", field=f"{key}[0].role"
+            )
+        return turn["content"]
+    if not isinstance(value, str):
+        raise InvalidRecord(
+            f"expected a string or a one-turn list of {{role: assistant, content}}, got {_type_name(value)}",
+            field=key,
+        )
+    return _string(fields, key, what="completion")
+
+
+class PreferenceFormatter(Formatter):
+    """Preference pairs: a prompt with a chosen (better) and a rejected (worse) answer, for DPO-style
+    objectives (dpo, orpo, simpo, kto).
+
+    The prompt is a string (one user turn) or a list of {role, content} turns ending with a user turn
+    (TRL's conversational format); each answer is a string or a one-turn list
+    `[{role: assistant, content: ...}]`. An optional system field is put first. A pair whose answers are
+    identical is refused: it carries no preference.
+    """
+
+    name = "preference"
+
+    @dataclass
+    class Config:
+        prompt_field: str = option(
+            "prompt", help="Field with the prompt: a string or a list of {role, content} turns"
+        )
+        chosen_field: str = option("chosen", help="Field with the preferred answer")
+        rejected_field: str = option("rejected", help="Field with the dispreferred answer")
+        system_field: str = option("system", help="Field with an optional system prompt")
+
+    def format(self, record: Record) -> Example:
+        c, fields = self.config, record.fields
+        prompt = _prompt(fields, c.prompt_field, c.system_field)
+        chosen = _answer(fields, c.chosen_field)
+        rejected = _answer(fields, c.rejected_field)
+        if chosen.strip() == rejected.strip():
+            raise InvalidRecord(
+                f"identical to {c.chosen_field}: a pair with the same answer twice teaches no preference",
+                field=c.rejected_field,
+            )
+        return Example(prompt=prompt, chosen=chosen, rejected=rejected)
+
+
+class UnpairedFormatter(Formatter):
+    """Unpaired feedback (KTO): a prompt, one completion, and a boolean label (true = desirable).
+
+    The prompt and completion take the same forms as in the preference formatter. The label must be a
+    JSON boolean: numbers and strings ("yes", 1, 0.7) are refused rather than guessed at, since a score
+    threshold is a modelling decision the data should make explicit.
+    """
+
+    name = "unpaired"
+
+    @dataclass
+    class Config:
+        prompt_field: str = option(
+            "prompt", help="Field with the prompt: a string or a list of {role, content} turns"
+        )
+        completion_field: str = option("completion", help="Field with the answer being judged")
+        label_field: str = option("label", help="Field with the judgement: true (desirable) or false")
+        system_field: str = option("system", help="Field with an optional system prompt")
+
+    def format(self, record: Record) -> Example:
+        c, fields = self.config, record.fields
+        prompt = _prompt(fields, c.prompt_field, c.system_field)
+        completion = _answer(fields, c.completion_field)
+        if c.label_field not in fields or fields[c.label_field] is None:
+            raise InvalidRecord("missing", field=c.label_field)
+        label = fields[c.label_field]
+        if not isinstance(label, bool):
+            raise InvalidRecord(
+                f"expected true or false, got {_type_name(label)} {label!r}", field=c.label_field
+            )
+        return Example(prompt=prompt, completion=completion, label=label)
+
+
+class PromptFormatter(Formatter):
+    """Prompts alone, for online RL (grpo): the model generates and reward functions score.
+
+    The prompt is a string or a list of {role, content} turns ending with a user turn; an optional
+    reference answer is kept for rewards and evaluators that compare against it.
+    """
+
+    name = "prompt"
+
+    @dataclass
+    class Config:
+        prompt_field: str = option(
+            "prompt", help="Field with the prompt: a string or a list of {role, content} turns"
+        )
+        answer_field: str = option("answer", help="Field with an optional reference answer")
+        system_field: str = option("system", help="Field with an optional system prompt")
+
+    def format(self, record: Record) -> Example:
+        c, fields = self.config, record.fields
+        prompt = _prompt(fields, c.prompt_field, c.system_field)
+        answer = _string(fields, c.answer_field, required=False)
+        return Example(prompt=prompt, completion=answer if answer.strip() else None)
+
+
 @hookimpl
 def register_formatters(register: Any) -> None:
-    for cls in (AlpacaFormatter, ChatFormatter, TextFormatter):
+    for cls in (
+        AlpacaFormatter,
+        ChatFormatter,
+        TextFormatter,
+        PreferenceFormatter,
+        UnpairedFormatter,
+        PromptFormatter,
+    ):
         register(cls)

@@ -21,8 +21,8 @@ class Dora(Lora):
     default_learning_rate: ClassVar[float] = 2e-4
     usual_learning_rates: ClassVar[tuple[float, float]] = (5e-5, 1e-3)
 
-    def peft_config(self) -> Any:
-        config = super().peft_config()
+    def peft_config(self, model: Any = None) -> Any:
+        config = super().peft_config(model)
         config.use_dora = True
         return config
 

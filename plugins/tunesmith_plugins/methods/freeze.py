@@ -94,9 +94,9 @@ class Freeze(Method):
         return model  # already a plain model
 
     def load(self, base_model: Any, path: str) -> Any:
-        from transformers import AutoModelForCausalLM
+        from tunesmith.models import auto_class_like
 
-        return AutoModelForCausalLM.from_pretrained(path, dtype=base_model.dtype)
+        return auto_class_like(base_model).from_pretrained(path, dtype=base_model.dtype)
 
 
 def _names_of(model: Any, ids: set[int]) -> list[str]:

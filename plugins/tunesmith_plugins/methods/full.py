@@ -28,9 +28,9 @@ class Full(Method):
         return model  # already a plain model
 
     def load(self, base_model: Any, path: str) -> Any:
-        from transformers import AutoModelForCausalLM
+        from tunesmith.models import auto_class_like
 
-        return AutoModelForCausalLM.from_pretrained(path, dtype=base_model.dtype)
+        return auto_class_like(base_model).from_pretrained(path, dtype=base_model.dtype)
 
 
 @hookimpl

@@ -34,25 +34,35 @@ class Lora(Method):
             None, help="Extra modules trained fully and saved with the adapter (e.g. [lm_head, embed_tokens])"
         )
 
-    def peft_config(self) -> Any:
+    def peft_config(self, model: Any = None) -> Any:
+        """The PEFT config; for a sequence classifier (a reward model) the task is SEQ_CLS and the new,
+        randomly initialised head (``score``) trains fully and is saved with the adapter."""
         from peft import LoraConfig, TaskType
 
+        from tunesmith.models import classification_head, is_sequence_classifier
+
         c = self.config
+        task_type, modules_to_save = TaskType.CAUSAL_LM, c.modules_to_save
+        if model is not None and is_sequence_classifier(model):
+            task_type = TaskType.SEQ_CLS
+            head = classification_head(model)
+            if head and head not in (modules_to_save or []):
+                modules_to_save = [*(modules_to_save or []), head]
         return LoraConfig(
-            task_type=TaskType.CAUSAL_LM,
+            task_type=task_type,
             r=c.r,
             lora_alpha=c.alpha,
             lora_dropout=c.dropout,
             target_modules=c.target_modules,
             bias=c.bias,
             use_rslora=c.use_rslora,
-            modules_to_save=c.modules_to_save,
+            modules_to_save=modules_to_save,
         )
 
     def apply(self, model: Any) -> Any:
         from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config())
+        return get_peft_model(model, self.peft_config(model))
 
     def load(self, base_model: Any, path: str) -> Any:
         from peft import PeftModel

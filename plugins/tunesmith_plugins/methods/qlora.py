@@ -82,7 +82,7 @@ class QLora(Lora):
         on_gpu = any(p.device.type != "cpu" for p in model.parameters())
         # Gradient checkpointing costs ~30 % speed for memory; on CPU memory is rarely the limit.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu)
-        return get_peft_model(model, self.peft_config())
+        return get_peft_model(model, self.peft_config(model))
 
     def merge(self, model: Any) -> Any:
         """Dequantise each base weight, add its LoRA update in fp32, and return a plain model.
