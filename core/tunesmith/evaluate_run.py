@@ -47,7 +47,7 @@ def evaluate_run(
     ui: Any = None,
 ) -> dict[str, Any]:
     """Score a finished run again, optionally with other evaluators or splits; writes evals/<time>.json."""
-    from tunesmith.pipeline import evaluate, read_data
+    from tunesmith.pipeline import check_problems, evaluate, read_data
 
     ui = ui or Quiet()
     run = RunDir.open_complete(run_dir)
@@ -58,6 +58,7 @@ def evaluate_run(
         data["evaluation"]["splits"] = splits
     resolved = resolve(data, plugins)
     prepared = read_data(resolved)
+    check_problems(resolved, prepared)
     missing = [s for s in splits if s not in prepared.examples]
     if missing:
         raise TunesmithError(

@@ -35,33 +35,34 @@ class PreparedData:
     tokenized: dict[str, list[Any]] = field(default_factory=dict)
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    problems: list[RecordProblem] = field(default_factory=list)
 
 
-def _raise_problems(problems: list[RecordProblem], what: str) -> None:
-    shown = [str(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
-    if len(problems) > MAX_PROBLEMS_SHOWN:
-        shown.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
-    shown.append("fix the records, or set data.on_invalid: drop to skip them (they are counted)")
-    raise TunesmithError(f"{len(problems)} invalid record(s) in {what}:", details=shown)
+def check_problems(resolved: Resolved, prepared: PreparedData) -> None:
+    """Raise one error listing every bad record, unless data.on_invalid is drop (then they are counted)."""
+    problems = prepared.problems
+    if problems and resolved.config.data.on_invalid != "drop":
+        shown = [str(p) for p in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            shown.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+        shown.append("fix the records, or set data.on_invalid: drop to skip them (they are counted)")
+        raise TunesmithError(f"{len(problems)} invalid record(s) in the data:", details=shown)
+    if not prepared.examples.get("train") or (prepared.tokenized and not prepared.tokenized.get("train")):
+        raise TunesmithError("the training split has no usable examples")
 
 
 def read_data(resolved: Resolved) -> PreparedData:
-    """Read and format every split; all bad records are reported together (or dropped and counted)."""
+    """Read and format every split, collecting (not raising) bad records so all are reported at once."""
     from tunesmith.data import read_split
 
-    drop = resolved.config.data.on_invalid == "drop"
     prepared = PreparedData(examples={})
-    problems: list[RecordProblem] = []
     for split, source in resolved.sources.items():
         examples, bad = read_split(source, resolved.formatter)
         prepared.examples[split] = examples
         prepared.dropped[split] = len(bad)
-        problems.extend(bad)
-    if problems and not drop:
-        _raise_problems(problems, "the data")
-    if not prepared.examples.get("train"):
-        raise TunesmithError("the training split has no usable examples")
-    _check_kinds(resolved, prepared.examples["train"])
+        prepared.problems.extend(bad)
+    if prepared.examples.get("train"):
+        _check_kinds(resolved, prepared.examples["train"])
     return prepared
 
 
@@ -79,11 +80,10 @@ def _check_kinds(resolved: Resolved, examples: list[Example]) -> None:
 
 
 def tokenize_data(resolved: Resolved, tokenizer: Any, prepared: PreparedData) -> PreparedData:
-    """Tokenize and mask every split; over-long records are errors unless data.truncate is set."""
+    """Tokenize and mask every split; over-long records are problems unless data.truncate is set."""
     from tunesmith.data import tokenize_split
 
     d = resolved.config.data
-    problems: list[RecordProblem] = []
     for split, examples in prepared.examples.items():
         tokenized, bad, stats = tokenize_split(
             examples,
@@ -95,11 +95,7 @@ def tokenize_data(resolved: Resolved, tokenizer: Any, prepared: PreparedData) ->
         prepared.tokenized[split] = tokenized
         prepared.stats[split] = stats if isinstance(stats, dict) else dataclasses.asdict(stats)
         prepared.dropped[split] = prepared.dropped.get(split, 0) + len(bad)
-        problems.extend(bad)
-    if problems and d.on_invalid != "drop":
-        _raise_problems(problems, "the data (after tokenizing)")
-    if not prepared.tokenized.get("train"):
-        raise TunesmithError("the training split has no usable examples after tokenizing")
+        prepared.problems.extend(bad)
     return prepared
 
 
@@ -201,6 +197,7 @@ def prepare(
     for note in notes:
         ui.warn(note)
     prepared = tokenize_data(resolved, tokenizer, prepared)
+    check_problems(resolved, prepared)
     for split, n in prepared.dropped.items():
         if n:
             ui.warn(f"{split}: dropped {n} invalid record(s) (data.on_invalid: drop)")
