@@ -112,3 +112,9 @@ def test_invalid_yaml_is_a_user_error(tmp_path, plugins):
     path.write_text("data: [unclosed\n")
     with pytest.raises(TunesmithError, match="invalid YAML"):
         load_config(path, [], plugins)
+
+
+def test_objective_options_needing_the_registry_are_checked_at_config_time(plugins):
+    data = base(formatter="prompt", objective={"name": "grpo", "rewards": [{"name": "format", "patern": "x"}]})
+    text = errors_of(data, plugins)
+    assert "objective.rewards[0].patern: unknown option (did you mean 'pattern'?)" in text

@@ -114,5 +114,5 @@ def test_text() -> None:
 def test_registration() -> None:
     registered: list[type] = []
     register_formatters(registered.append)
-    assert [c.name for c in registered] == ["alpaca", "chat", "text"]
+    assert [c.name for c in registered] == ["alpaca", "chat", "text", "preference", "unpaired", "prompt"]
     assert all(c.summary() and all(f.metadata["help"] for f in c.options()) for c in registered)

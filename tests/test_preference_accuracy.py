@@ -22,7 +22,9 @@ def context(model, tokenizer, examples, **options):
     from tunesmith_plugins.evaluators.preference_accuracy import PreferenceAccuracy
 
     config = PreferenceAccuracy.Config(**options)
-    return PreferenceAccuracy(config), EvalContext(model, tokenizer, to_eval_examples(examples, tokenizer), config)
+    return PreferenceAccuracy(config), EvalContext(
+        model, tokenizer, to_eval_examples(examples, tokenizer), config
+    )
 
 
 def test_preference_examples_render_chosen_and_rejected_like_completions():
@@ -34,7 +36,12 @@ def test_preference_examples_render_chosen_and_rejected_like_completions():
         [PAIRS[0], Example(prompt=[{"role": "user", "content": "Q?"}], completion="A")], tokenizer
     )
     assert pref.prompt == "<s><|user|>\nSay yes.<|end|><|assistant|>\n"
-    assert (pref.chosen, pref.rejected, pref.reference, pref.completion) == ("yes<|end|>", "no thanks<|end|>", "yes", "yes<|end|>")
+    assert (pref.chosen, pref.rejected, pref.reference, pref.completion) == (
+        "yes<|end|>",
+        "no thanks<|end|>",
+        "yes",
+        "yes<|end|>",
+    )
     assert prompt_only.prompt.endswith("<|assistant|>\n") and prompt_only.completion == "A<|end|>"
     assert prompt_only.chosen is None and prompt_only.rejected is None
     chat = Example(messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])
@@ -81,8 +88,10 @@ def test_reward_model_accuracy_equals_hand_computed_rewards(tiny_model_dir):
     assert ctx.examples[0].prompt + ctx.examples[0].chosen == tokenizer.apply_chat_template(
         [*PAIRS[0].prompt, {"role": "assistant", "content": "yes"}], tokenize=False
     )  # what the reward trainer scores
-    assert metrics["accuracy"] == pytest.approx(sum(g > b for g, b in zip(good, bad)) / 3)
-    assert metrics["margin"] == pytest.approx(sum(g - b for g, b in zip(good, bad)) / 3, abs=1e-5)
+    assert metrics["accuracy"] == pytest.approx(sum(g > b for g, b in zip(good, bad, strict=True)) / 3)
+    assert metrics["margin"] == pytest.approx(
+        sum(g - b for g, b in zip(good, bad, strict=True)) / 3, abs=1e-5
+    )
 
 
 def test_a_peft_wrapped_reward_model_is_scored_as_a_reward_model(tiny_model_dir):
@@ -104,6 +113,8 @@ def test_no_preference_examples_is_a_clear_error(tiny_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    evaluator, ctx = context(model, tokenizer, [Example(prompt=[{"role": "user", "content": "Q"}], completion="A")])
+    evaluator, ctx = context(
+        model, tokenizer, [Example(prompt=[{"role": "user", "content": "Q"}], completion="A")]
+    )
     with pytest.raises(TunesmithError, match="chosen and a rejected"):
         evaluator.evaluate(ctx)

@@ -22,7 +22,11 @@ def separable_pairs(n: int, seed: int) -> list[Example]:
         return "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 6)))
 
     return [
-        Example(prompt=[{"role": "user", "content": "Pick: " + word("mnop")}], chosen=word("abcd"), rejected=word("wxyz"))
+        Example(
+            prompt=[{"role": "user", "content": "Pick: " + word("mnop")}],
+            chosen=word("abcd"),
+            rejected=word("wxyz"),
+        )
         for _ in range(n)
     ]
 
@@ -52,7 +56,9 @@ def train_context(model, tokenizer, run_dir: Path, examples, plugins=None, callb
 def load_classifier(path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1), AutoTokenizer.from_pretrained(path)
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1
+    ), AutoTokenizer.from_pretrained(path)
 
 
 def pairwise(model, tokenizer, examples):
@@ -73,12 +79,16 @@ def test_reward_model_learns_a_separable_preference(tiny_model_dir, tmp_path):
     model, tokenizer = load_classifier(tiny_model_dir)
     held_out = separable_pairs(32, seed=2)
     before = pairwise(model, tokenizer, held_out)
-    ctx = train_context(model, tokenizer, tmp_path / "run", separable_pairs(64, seed=1), epochs=2, learning_rate=3e-4)
+    ctx = train_context(
+        model, tokenizer, tmp_path / "run", separable_pairs(64, seed=1), epochs=2, learning_rate=3e-4
+    )
     started = time.monotonic()
     RewardModel().train(ctx)
     after = pairwise(model, tokenizer, held_out)
-    print(f"reward model (full): held-out accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, "
-          f"margin {before['margin']:.3f} -> {after['margin']:.3f}, {time.monotonic() - started:.1f} s")
+    print(
+        f"reward model (full): held-out accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, "
+        f"margin {before['margin']:.3f} -> {after['margin']:.3f}, {time.monotonic() - started:.1f} s"
+    )
     assert after["accuracy"] >= 0.9 > before["accuracy"]
     assert after["margin"] > 1.0
 
@@ -98,19 +108,26 @@ def test_lora_reward_model_saves_and_reloads_with_identical_scores(tiny_model_di
     assert type(model).__name__ == "PeftModelForSequenceClassification"
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any("score" in n for n in trainable)  # the new head trains
-    ctx = train_context(model, tokenizer, tmp_path / "run", separable_pairs(32, seed=1), max_steps=6, learning_rate=1e-3)
+    ctx = train_context(
+        model, tokenizer, tmp_path / "run", separable_pairs(32, seed=1), max_steps=6, learning_rate=1e-3
+    )
     RewardModel().train(ctx)
     out = tmp_path / "adapter"
     method.save(model, str(out))
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
 
-    texts = ["<s><|user|>\nPick: mno<|end|><|assistant|>\nabcd<|end|>", "<s><|user|>\nx<|end|><|assistant|>\nwxyz<|end|>"]
+    texts = [
+        "<s><|user|>\nPick: mno<|end|><|assistant|>\nabcd<|end|>",
+        "<s><|user|>\nx<|end|><|assistant|>\nwxyz<|end|>",
+    ]
     trained = reward_scores(model, tokenizer, texts)
     fresh, _ = load_classifier(tiny_model_dir)
     reloaded = method.load(fresh, str(out))
     assert isinstance(reloaded, PeftModel)
-    assert torch.allclose(torch.tensor(trained), torch.tensor(reward_scores(reloaded, tokenizer, texts)), atol=1e-6)
+    assert torch.allclose(
+        torch.tensor(trained), torch.tensor(reward_scores(reloaded, tokenizer, texts)), atol=1e-6
+    )
     plain, _ = load_classifier(tiny_model_dir)  # an untrained random head scores differently
     assert not torch.allclose(torch.tensor(trained), torch.tensor(reward_scores(plain, tokenizer, texts)))
 
@@ -182,7 +199,9 @@ def test_builtin_rewards_score_fixed_strings():
 
 def test_unknown_reward_or_option_is_a_did_you_mean_error():
     with pytest.raises(TunesmithError) as info:
-        rewards_from([{"name": "format", "patern": "x"}, {"name": "lenght"}, {"name": "length", "weight": "a"}])
+        rewards_from(
+            [{"name": "format", "patern": "x"}, {"name": "lenght"}, {"name": "length", "weight": "a"}]
+        )
     text = str(info.value) + " ".join(info.value.details)
     assert "rewards[0].patern: unknown option (did you mean 'pattern'?)" in text
     assert "lenght" in text and "length" in text
@@ -243,7 +262,8 @@ def write_preference_data(directory: Path, n: int, seed: int) -> Path:
     path = directory / f"pref-{seed}.jsonl"
     path.write_text(
         "".join(
-            json.dumps({"prompt": "Pick: " + word("mnop"), "chosen": word("abcd"), "rejected": word("wxyz")}) + "\n"
+            json.dumps({"prompt": "Pick: " + word("mnop"), "chosen": word("abcd"), "rejected": word("wxyz")})
+            + "\n"
             for _ in range(n)
         ),
         encoding="utf-8",
@@ -261,7 +281,13 @@ def reward_run_config(run_config, tmp_path: Path, **extra) -> Path:
         formatter={"name": "preference"},
         objective={"name": "reward"},
         evaluators=[{"name": "preference-accuracy"}, {"name": "perplexity"}],
-        training={"max_steps": 12, "batch_size": 8, "logging_steps": 4, "save_steps": 0, "learning_rate": 1e-3},
+        training={
+            "max_steps": 12,
+            "batch_size": 8,
+            "logging_steps": 4,
+            "save_steps": 0,
+            "learning_rate": 1e-3,
+        },
         **extra,
     )
 
@@ -279,8 +305,10 @@ def test_run_with_reward_objective_and_preference_accuracy_end_to_end(run_config
     run_dir = config.parent / "runs" / "t"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     base, tuned = metrics["base"]["test"], metrics["tuned"]["test"]
-    print(f"reward run (lora): test accuracy {base['preference-accuracy/accuracy']:.3f} -> "
-          f"{tuned['preference-accuracy/accuracy']:.3f}")
+    print(
+        f"reward run (lora): test accuracy {base['preference-accuracy/accuracy']:.3f} -> "
+        f"{tuned['preference-accuracy/accuracy']:.3f}"
+    )
     assert tuned["preference-accuracy/accuracy"] > base["preference-accuracy/accuracy"]
     assert tuned["preference-accuracy/margin"] > base["preference-accuracy/margin"]
     # perplexity cannot score a reward model: recorded as an error, the run still completes
@@ -328,13 +356,23 @@ def test_grpo_raises_the_mean_reward_on_held_out_prompts(tiny_model_dir, tmp_pat
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     ctx = train_context(
-        model, tokenizer, run_dir, train, plugins=Plugins(), callbacks=make_callbacks(run_dir),
-        max_steps=20, batch_size=16, logging_steps=5, learning_rate=5e-4 if method == "full" else 2e-3,
+        model,
+        tokenizer,
+        run_dir,
+        train,
+        plugins=Plugins(),
+        callbacks=make_callbacks(run_dir),
+        max_steps=20,
+        batch_size=16,
+        logging_steps=5,
+        learning_rate=5e-4 if method == "full" else 2e-3,
     )
     started = time.monotonic()
     objective.train(ctx)
     after = mean_reward(model)
-    print(f"grpo ({method}): held-out mean reward {before:.3f} -> {after:.3f}, {time.monotonic() - started:.1f} s")
+    print(
+        f"grpo ({method}): held-out mean reward {before:.3f} -> {after:.3f}, {time.monotonic() - started:.1f} s"
+    )
     assert after > before + 0.1
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert any("reward" in entry and "rewards/format/mean" in entry for entry in log)

@@ -229,6 +229,11 @@ class Objective(Component):
         """Why this objective cannot train with ``method`` (None when it can). Checked at config time."""
         return None
 
+    def check(self, plugins: Any) -> list[str]:
+        """Config-time problems with this objective's options that need the plugin registry (e.g. reward
+        names); each message is listed with the other config errors before anything loads."""
+        return []
+
     def train(self, ctx: TrainContext) -> Mapping[str, float] | None:  # pragma: no cover - interface
         """Train ``ctx.model`` in place; may return training metrics (runtime, final loss, ...)."""
         raise NotImplementedError

@@ -230,6 +230,7 @@ def resolve(data: dict[str, Any], plugins: Plugins) -> Resolved:
                 f"objective '{resolved.objective.name}' cannot train with method "
                 f"'{resolved.method.name}': {reason}"
             )
+        errors.extend(resolved.objective.check(plugins))
     if errors:
         raise TunesmithError("invalid config:", details=errors)
     resolved.warnings = _apply_method_defaults(resolved)

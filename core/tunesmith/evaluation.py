@@ -72,7 +72,9 @@ def to_eval_examples(examples: Sequence[Example], tokenizer: Any) -> list[EvalEx
     return out
 
 
-def _answer(tokenizer: Any, prompt: str, prompt_messages: list[dict[str, str]], answer: str | None) -> str | None:
+def _answer(
+    tokenizer: Any, prompt: str, prompt_messages: list[dict[str, str]], answer: str | None
+) -> str | None:
     """``answer`` as the template renders it as the next assistant turn after ``prompt`` (or None)."""
     if answer is None:
         return None
@@ -80,7 +82,9 @@ def _answer(tokenizer: Any, prompt: str, prompt_messages: list[dict[str, str]], 
     return _rendered_answer(tokenizer, prompt, messages, answer)
 
 
-def _rendered_answer(tokenizer: Any, prompt: str, messages: list[dict[str, str]], answer: str | None) -> str | None:
+def _rendered_answer(
+    tokenizer: Any, prompt: str, messages: list[dict[str, str]], answer: str | None
+) -> str | None:
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     # Templates that render the answer differently from the generation prompt (rare) fall back to
     # the bare answer.

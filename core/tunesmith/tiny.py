@@ -99,7 +99,7 @@ VERSION = "tiny-v1"  # bump when the tokenizer, sizes, corpus or pre-training re
 MARKER = "TUNESMITH_COMPLETE"  # written last: a directory without it is an interrupted build
 INFO_FILE = "tiny_model.json"
 SEED = 0
-PRETRAIN_STEPS = 300
+PRETRAIN_STEPS = 500
 PRETRAIN_BATCH, PRETRAIN_SEQ_LEN, PRETRAIN_LR = 16, 128, 3e-3
 
 _WORDS = (

@@ -62,7 +62,9 @@ class LengthReward(Reward):
     @dataclass
     class Config:
         target: int = option(20, help="Ideal length of a completion")
-        unit: Literal["chars", "words"] = option("chars", help="Count characters or whitespace-separated words")
+        unit: Literal["chars", "words"] = option(
+            "chars", help="Count characters or whitespace-separated words"
+        )
         tolerance: float = option(20.0, help="Distance from the target at which the reward reaches 0")
         floor: float = option(0.0, help="Lowest reward given (e.g. -1 to keep penalising very long answers)")
 
@@ -232,7 +234,9 @@ class MeanReward(Evaluator):
         return {"reward": sum(totals) / len(totals), **metrics}
 
 
-def resolve_rewards(specs: list[Any], plugins: Any, where: str = "rewards") -> list[tuple[str, float, Reward]]:
+def resolve_rewards(
+    specs: list[Any], plugins: Any, where: str = "rewards"
+) -> list[tuple[str, float, Reward]]:
     """Instantiate reward specs ``{name, weight, ...options}``; returns ``(label, weight, reward)``.
 
     Options are validated like any component's (unknown option → did-you-mean); every problem is

@@ -78,8 +78,14 @@ class PreferenceAccuracy(Evaluator):
         wins = [g > b for g, b in zip(compared_good, compared_bad, strict=True)]
         ctx.record_samples(
             [
-                {"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected, "score_chosen": g,
-                 "score_rejected": b, "correct": w}
+                {
+                    "prompt": ex.prompt,
+                    "chosen": ex.chosen,
+                    "rejected": ex.rejected,
+                    "score_chosen": g,
+                    "score_rejected": b,
+                    "correct": w,
+                }
                 for ex, g, b, w in list(zip(pairs, good, bad, wins, strict=True))[: max(cfg.show, 0)]
             ]
         )
@@ -127,7 +133,9 @@ def reward_scores(
                 for row, i in enumerate(idx):
                     ids[row, : len(encoded[i])] = torch.tensor(encoded[i], dtype=torch.long)
                     mask[row, : len(encoded[i])] = 1
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+                logits = model(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False
+                ).logits
                 for row, i in enumerate(idx):
                     out[i] = float(logits[row, 0].float().item())
                 if on_batch is not None:

@@ -49,6 +49,13 @@ class Grpo(Objective):
         )
         learning_rate: float | None = option(None, help="Learning rate (default: the run's training one)")
 
+    def check(self, plugins: Any) -> list[str]:
+        try:
+            self.resolve_rewards(plugins)
+        except TunesmithError as exc:
+            return list(exc.details) or [exc.message]
+        return []
+
     def resolve_rewards(self, plugins: Any) -> list[tuple[str, float, Any]]:
         """The configured reward plugins, instantiated and validated (did-you-mean on unknown options)."""
         from tunesmith.plugins import Plugins
@@ -85,7 +92,9 @@ class Grpo(Objective):
         rewards = self.resolve_rewards(ctx.plugins)  # first: a config mistake costs no training time
         batch = ctx.training.batch_size * ctx.training.gradient_accumulation_steps
         if c.num_generations < 2:
-            raise TunesmithError(f"objective 'grpo': num_generations must be at least 2, got {c.num_generations}")
+            raise TunesmithError(
+                f"objective 'grpo': num_generations must be at least 2, got {c.num_generations}"
+            )
         if batch % c.num_generations:
             raise TunesmithError(
                 f"objective 'grpo': training.batch_size × gradient_accumulation_steps ({batch}) must be a "
@@ -98,7 +107,9 @@ class Grpo(Objective):
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
 
-        dataset = Dataset.from_list([{"prompt": ex.prompt_messages, "index": i} for i, ex in enumerate(examples)])
+        dataset = Dataset.from_list(
+            [{"prompt": ex.prompt_messages, "index": i} for i, ex in enumerate(examples)]
+        )
         overrides: dict[str, Any] = {}
         if c.learning_rate is not None:
             overrides["learning_rate"] = c.learning_rate

@@ -1,0 +1,135 @@
+"""The built-in tiny model: deterministic, cached atomically, and reloadable offline with Auto classes."""
+
+import json
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tunesmith import tiny  # noqa: E402
+
+STEPS = 2  # enough to exercise the build path without the full one-off pre-training
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return tiny.ensure_tiny_model(tmp_path_factory.mktemp("cache"), pretrain_steps=STEPS)
+
+
+def test_tokenizer_is_deterministic_and_byte_level():
+    a, b = tiny.build_tokenizer(), tiny.build_tokenizer()
+    text = "Hello, wörld 2023-04-17"
+    assert a(text)["input_ids"] == b(text)["input_ids"]
+    assert len(a(text, add_special_tokens=False)["input_ids"]) == len(text.encode("utf-8"))
+    assert a.decode(a(text)["input_ids"]) == text
+
+
+def test_chat_template_round_trip():
+    tok = tiny.build_tokenizer()
+    messages = [
+        {"role": "user", "content": "Rewrite the date in US format.\n2023-04-17"},
+        {"role": "assistant", "content": "04/17/2023"},
+    ]
+    full = tok.apply_chat_template(messages, tokenize=False)
+    prompt = tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert full == prompt + "04/17/2023<|end|>"
+    ids = tok(full, add_special_tokens=False)["input_ids"]
+    assert ids[-1] == tok.eos_token_id and tok.decode(ids) == full
+
+
+def test_random_model_is_deterministic_from_seed():
+    tok = tiny.build_tokenizer()
+    a, b, c = (tiny.build_random_model(tok, seed=s) for s in (0, 0, 1))
+    ids = torch.tensor([[1, 10, 20, 30]])
+    with torch.no_grad():
+        assert torch.equal(a(ids).logits, b(ids).logits)
+        assert not torch.equal(a(ids).logits, c(ids).logits)
+
+
+def test_build_writes_marker_and_description(built):
+    assert tiny.is_complete(built)
+    info = json.loads((built / tiny.INFO_FILE).read_text())
+    assert info["pretraining"]["steps"] == STEPS and info["parameters"] > 0
+    assert info["sizes"]["vocab_size"] == len(tiny.build_tokenizer())
+    assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_reload_with_auto_classes_is_identical(built):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok, fresh = AutoTokenizer.from_pretrained(built), tiny.build_tokenizer()
+    text = "Copy: ab12 -> ab12 <|end|>"
+    assert tok(text)["input_ids"] == fresh(text)["input_ids"]
+    assert (tok.eos_token_id, tok.pad_token_id, tok.chat_template) == (
+        fresh.eos_token_id,
+        fresh.pad_token_id,
+        fresh.chat_template,
+    )
+    model = AutoModelForCausalLM.from_pretrained(built)
+    assert model.generation_config.eos_token_id == tok.eos_token_id
+    assert model.generation_config.pad_token_id == tok.pad_token_id
+    again = AutoModelForCausalLM.from_pretrained(built)
+    ids = torch.tensor([tok(text)["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, again(ids).logits)
+
+
+def test_cached_dir_is_reused(built, monkeypatch):
+    monkeypatch.setattr(tiny, "_build", lambda *a, **k: pytest.fail("rebuilt a cached model"))
+    assert tiny.ensure_tiny_model(built.parent, pretrain_steps=STEPS) == built
+
+
+def test_incomplete_dir_is_rebuilt(tmp_path):
+    target = tmp_path / f"{tiny.VERSION}-steps1"
+    target.mkdir()
+    (target / "config.json").write_text("{}")  # interrupted: no marker
+    assert not tiny.is_complete(target)
+    assert tiny.ensure_tiny_model(tmp_path, pretrain_steps=1) == target
+    assert tiny.is_complete(target)
+
+
+def test_losing_a_race_uses_the_winners_dir(tmp_path, monkeypatch):
+    real_build = tiny._build
+
+    def racing_build(out, steps, log):  # another process finishes first, while we are building
+        winner = tmp_path / f"{tiny.VERSION}-steps1"
+        real_build(tmp_path / "winner", steps, log)
+        os.replace(tmp_path / "winner", winner)
+        real_build(out, steps, log)
+
+    monkeypatch.setattr(tiny, "_build", racing_build)
+    messages = []
+    path = tiny.ensure_tiny_model(tmp_path, pretrain_steps=1, log=messages.append)
+    assert tiny.is_complete(path) and any("another process" in m for m in messages)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_default_cache_dir_honours_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
+    assert tiny.default_cache_dir() == tmp_path
+
+
+def test_build_prints_nothing(tmp_path, capfd):
+    tiny.ensure_tiny_model(tmp_path, pretrain_steps=1)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_pretraining_corpus_is_deterministic():
+    import random
+
+    a, b = tiny.pretraining_documents(random.Random(3)), tiny.pretraining_documents(random.Random(3))
+    assert [next(a) for _ in range(50)] == [next(b) for _ in range(50)]
+
+
+def test_demo_splits_are_disjoint():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "dates"
+    splits = {n: [json.loads(x) for x in open(root / f"{n}.jsonl")] for n in ("train", "validation", "test")}
+    inputs = {n: {r["input"] for r in rows} for n, rows in splits.items()}
+    assert not inputs["test"] & inputs["train"] and not inputs["test"] & inputs["validation"]
+    assert len(splits["test"]) == 100 and all(
+        set(r) == {"instruction", "input", "output"} for r in splits["test"]
+    )
