@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup tiny demo demo-preference demo-grpo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-demo: setup
+# The built-in tiny model is built and pre-trained once (about a minute), then cached.
+tiny: setup
+	$(BIN)/python -c "from tunesmith.tiny import ensure_tiny_model; print(ensure_tiny_model(log=print))"
+
+demo: tiny
 	$(BIN)/tunesmith run examples/dates/demo.yaml --overwrite
+
+demo-preference: tiny
+	$(BIN)/tunesmith run examples/preference/sft.yaml --overwrite
+	$(BIN)/tunesmith run examples/preference/dpo.yaml --overwrite
+
+demo-grpo: tiny
+	$(BIN)/tunesmith run examples/grpo/grpo.yaml --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -95,11 +95,11 @@ def build_random_model(tokenizer: Any, seed: int = 0, **overrides: Any) -> Any:
 
 # --- The cached, pre-trained base model -------------------------------------------------------------
 
-VERSION = "tiny-v1"  # bump when the tokenizer, sizes, corpus or pre-training recipe change
+VERSION = "tiny-v3"  # bump when the tokenizer, sizes, corpus or pre-training recipe change
 MARKER = "TUNESMITH_COMPLETE"  # written last: a directory without it is an interrupted build
 INFO_FILE = "tiny_model.json"
 SEED = 0
-PRETRAIN_STEPS = 500
+PRETRAIN_STEPS = 1500
 PRETRAIN_BATCH, PRETRAIN_SEQ_LEN, PRETRAIN_LR = 16, 128, 3e-3
 
 _WORDS = (
