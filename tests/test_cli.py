@@ -43,7 +43,14 @@ def test_broken_records_get_one_line_each_with_file_and_line(run_config, tmp_pat
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
         out = result.output
-        for line, field in ((2, None), (3, None), (4, None), (5, "output"), (6, "instruction"), (7, "output")):
+        for line, field in (
+            (2, None),
+            (3, None),
+            (4, None),
+            (5, "output"),
+            (6, "instruction"),
+            (7, "output"),
+        ):
             assert f"{bad}:{line}:" in out, (line, out)
             if field:
                 assert f"{bad}:{line}: field '{field}'" in out
@@ -63,7 +70,9 @@ def test_drop_skips_and_counts_invalid_records(run_config, tmp_path):
     result = cli("data", "check", str(config), "--set", "data.on_invalid=drop")
     assert result.exit_code == 0, result.output
     assert "dropped 7 invalid record(s)" in result.output and "data OK" in result.output
-    truncating = cli("data", "check", str(config), "--set", "data.on_invalid=drop", "--set", "data.truncate=true")
+    truncating = cli(
+        "data", "check", str(config), "--set", "data.on_invalid=drop", "--set", "data.truncate=true"
+    )
     assert "dropped 6 invalid record(s)" in truncating.output  # line 8 is kept, truncated
 
 

@@ -115,6 +115,8 @@ def test_invalid_yaml_is_a_user_error(tmp_path, plugins):
 
 
 def test_objective_options_needing_the_registry_are_checked_at_config_time(plugins):
-    data = base(formatter="prompt", objective={"name": "grpo", "rewards": [{"name": "format", "patern": "x"}]})
+    data = base(
+        formatter="prompt", objective={"name": "grpo", "rewards": [{"name": "format", "patern": "x"}]}
+    )
     text = errors_of(data, plugins)
     assert "objective.rewards[0].patern: unknown option (did you mean 'pattern'?)" in text

@@ -29,9 +29,12 @@ def two_runs(tmp_path_factory, tiny_model_dir):
     runs = []
     for name, lr in (("alpha", 1e-2), ("beta", 3e-3)):
         config = {
-            "name": name, "output_dir": str(root / "runs" / "{name}"), "model": {"path": str(tiny_model_dir)},
+            "name": name,
+            "output_dir": str(root / "runs" / "{name}"),
+            "model": {"path": str(tiny_model_dir)},
             "data": {"train": {"name": "jsonl", "path": str(root / "train.jsonl")}, "max_length": 64},
-            "method": {"name": "lora", "r": 4}, "evaluators": [],
+            "method": {"name": "lora", "r": 4},
+            "evaluators": [],
             "training": {"max_steps": 4, "batch_size": 4, "learning_rate": lr},
         }
         path = root / f"{name}.yaml"
@@ -48,19 +51,24 @@ def reference_answer(run_dir, base_dir, prompt: str) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "final")
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), run_dir / "final").eval()
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                         tokenize=False)
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_dir), run_dir / "final"
+    ).eval()
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+    )
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def test_generate_switches_adapters_by_name(two_runs, tiny_model_dir):
     alpha, beta = two_runs
     answers = {}
     for name in ("alpha", "beta"):
-        result = cli("generate", str(alpha), str(beta), "--adapter", name, "-p", "abc", "--max-new-tokens", "6")
+        result = cli(
+            "generate", str(alpha), str(beta), "--adapter", name, "-p", "abc", "--max-new-tokens", "6"
+        )
         assert result.exit_code == 0, result.output
         answers[name] = result.stdout.strip()
     assert answers["alpha"] == reference_answer(alpha, tiny_model_dir, "abc")
@@ -70,8 +78,14 @@ def test_generate_switches_adapters_by_name(two_runs, tiny_model_dir):
 
 def test_chat_reads_turns_and_switches_adapter(two_runs):
     alpha, beta = two_runs
-    result = cli("chat", str(alpha), str(beta), "--max-new-tokens", "4",
-                 input="hello\n/adapters\n/adapter beta\nhello\n/adapter nope\n/exit\n")
+    result = cli(
+        "chat",
+        str(alpha),
+        str(beta),
+        "--max-new-tokens",
+        "4",
+        input="hello\n/adapters\n/adapter beta\nhello\n/adapter nope\n/exit\n",
+    )
     assert result.exit_code == 0, result.output
     assert "alpha, beta, base" in result.output
     assert "beta>" in result.output and "no adapter named 'nope'" in result.output
@@ -86,7 +100,9 @@ def test_merge_gives_a_plain_model_with_the_same_logits(two_runs, tiny_model_dir
     result = cli("merge", str(alpha), "-o", str(out))
     assert result.exit_code == 0, result.output
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
-    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), alpha / "final").eval()
+    peft = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), alpha / "final"
+    ).eval()
     ids = torch.tensor([[1, 4, 80, 81, 82, 2, 5]])
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, peft(ids).logits, atol=1e-5, rtol=0)
@@ -98,7 +114,10 @@ def test_unfinished_runs_are_refused(two_runs, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(alpha, broken)
     (broken / "run.json").write_text('{"status": "running"}')
-    for args in (("merge", str(broken), "-o", str(tmp_path / "m")), ("generate", str(broken), "-p", "x"),
-                 ("eval", str(broken))):
+    for args in (
+        ("merge", str(broken), "-o", str(tmp_path / "m")),
+        ("generate", str(broken), "-p", "x"),
+        ("eval", str(broken)),
+    ):
         result = cli(*args)
         assert result.exit_code == 2 and "not a complete run" in result.output

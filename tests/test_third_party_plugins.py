@@ -215,3 +215,26 @@ def test_listing_plugins_imports_no_heavy_library(acme_site: Path, broken_site: 
     modules = imported_modules(code, acme_site, broken_site)
     assert {"tunesmith_plugins", "acme_tunesmith"} <= modules  # the plugins really were imported
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+@pytest.mark.slow
+def test_a_vendor_evaluator_scores_a_real_run_while_a_broken_plugin_is_installed(
+    acme_site: Path, broken_site: Path, run_config
+):
+    """The vendor's evaluator is used by name in a run; the broken plugin costs nothing but a listing."""
+    import yaml
+
+    config = run_config(
+        training__max_steps=2,
+        evaluators=[{"name": "acme-length-ratio", "unit": "chars"}, {"name": "exact-match"}],
+    )
+    sites = (acme_site, broken_site)
+    check = tunesmith("data", "check", str(config), sites=sites)
+    assert check.returncode == 0, check.stderr
+    done = tunesmith("run", str(config), sites=sites)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir = Path(yaml.safe_load(config.read_text())["output_dir"].format(name="t"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "acme-length-ratio/length_ratio" in metrics["tuned"]["test"]
+    assert "acme-length-ratio/length_ratio" in metrics["base"]["test"]
+    assert metrics["errors"] == []
