@@ -28,6 +28,7 @@ demo-preference: tiny
 	$(BIN)/tunesmith run examples/preference/dpo.yaml --overwrite
 
 demo-grpo: tiny
+	$(BIN)/tunesmith run examples/grpo/warmup.yaml --overwrite
 	$(BIN)/tunesmith run examples/grpo/grpo.yaml --overwrite
 
 test: setup

@@ -196,6 +196,12 @@ def test_builtin_rewards_score_fixed_strings():
     assert contains.score(["p"] * 4, completions, examples) == [1.0, 1.0, 1.0, 0.0]
     assert contains.score(["p"], ["It is 142"], [examples[1]]) == [0.0]  # word boundaries
 
+    ((_, _, similarity),) = rewards_from([{"name": "similarity"}])
+    date = [Example(prompt=[{"role": "user", "content": "d"}], completion="04/17/2023")] * 3
+    got = similarity.score(["p"] * 3, ["04/17/2023", "04/17/2025", "nothing"], date)
+    assert got[0] == 1.0 and got[1] == pytest.approx(0.9) and got[2] < 0.2  # 2·9/20 matches for one digit off
+    assert similarity.score(["p"], ["x"], [examples[3]]) == [0.0]  # no reference
+
 
 def test_unknown_reward_or_option_is_a_did_you_mean_error():
     with pytest.raises(TunesmithError) as info:

@@ -123,6 +123,34 @@ class ExactAnswerReward(Reward):
         return out
 
 
+class SimilarityReward(Reward):
+    """Partial credit: how close the completion is to the reference answer, from 0.0 to 1.0.
+
+    The similarity is difflib's ratio (2·matches / total length) of the normalised strings, so an
+    answer with one wrong character still earns most of the reward. Dense rewards like this give GRPO a
+    signal long before whole answers are right; pair it with `exact-answer` to pay for finishing.
+    """
+
+    name = "similarity"
+
+    @dataclass
+    class Config:
+        case_sensitive: bool = option(False, help="Compare letter case too")
+
+    def score(self, prompts: list[str], completions: list[str], examples: list[Example]) -> list[float]:
+        import difflib
+
+        out = []
+        for text, ex in zip(completions, examples, strict=True):
+            if ex.reference is None:
+                out.append(0.0)
+                continue
+            got = normalize_answer(text, case_sensitive=self.config.case_sensitive)
+            want = normalize_answer(ex.reference, case_sensitive=self.config.case_sensitive)
+            out.append(difflib.SequenceMatcher(None, got, want, autojunk=False).ratio())
+        return out
+
+
 class RewardModelReward(Reward):
     """The score of a trained reward model: a finished tunesmith run of the `reward` objective.
 
@@ -288,6 +316,7 @@ def register_rewards(register: Any) -> None:
     register(FormatReward)
     register(LengthReward)
     register(ExactAnswerReward)
+    register(SimilarityReward)
     register(RewardModelReward)
 
 
