@@ -32,7 +32,11 @@ def load_base(run: RunDir, resolved: Any) -> tuple[Any, Any]:
         extra=resolved.method.model_load_kwargs(device.type),
         head=resolved.objective.model_kind,
     )
-    if device.type != "cpu" and not getattr(base, "hf_device_map", None):
+    if (
+        device.type != "cpu"
+        and not getattr(base, "hf_device_map", None)
+        and not getattr(base, "is_quantized", False)
+    ):
         base.to(device.type)
     return base, tokenizer
 

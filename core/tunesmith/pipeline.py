@@ -311,7 +311,11 @@ def _train_and_evaluate(
         extra=method.model_load_kwargs(device.type),
         head=objective.model_kind,
     )
-    if device.type != "cpu" and not getattr(model, "hf_device_map", None):
+    if (
+        device.type != "cpu"
+        and not getattr(model, "hf_device_map", None)
+        and not getattr(model, "is_quantized", False)
+    ):
         model.to(device.type)
     base_size = model.get_memory_footprint()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -58,15 +59,19 @@ class QLora(Lora):
 
         self._check()
         c = self.config
+        # Quantised weights cannot be moved with .to() after loading: place them on this process's GPU
+        # while loading (LOCAL_RANK under accelerate launch / torchrun, so DDP gets one copy per GPU).
+        placement = {"device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}} if device == "cuda" else {}
         if c.bits == 8:
-            return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
+            return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), **placement}
         return {
             "quantization_config": BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type=c.quant_type,
                 bnb_4bit_use_double_quant=c.double_quant,
                 bnb_4bit_compute_dtype=self.compute_dtype(device),
-            )
+            ),
+            **placement,
         }
 
     def apply(self, model: Any) -> Any:
