@@ -218,6 +218,8 @@ class StubContext:
         self.samples = []
         self.generate_calls = []
 
+    answer = EvalContext.answer  # built on generate: the real one runs against the canned predictions
+
     def generate(self, prompts, *, max_new_tokens=None, **kwargs):
         self.generate_calls.append((list(prompts), max_new_tokens))
         return list(self.predictions[: len(prompts)])
@@ -255,9 +257,13 @@ def test_exact_match_skips_examples_without_reference_and_records_samples():
 
 
 def test_exact_match_rejects_bad_config_and_no_references():
-    with pytest.raises(TunesmithError, match="normalize"):
-        ctx = StubContext(["a"], ["a"], ExactMatch.Config(normalize="lower"))
-        ExactMatch(ctx.config).evaluate(ctx)
+    from tunesmith.config import resolve
+    from tunesmith.plugins import Plugins
+
+    data = {"data": {"train": {"name": "jsonl", "path": "t.jsonl"}}, "evaluators": [
+        {"name": "exact-match", "normalize": "lower"}]}  # fmt: skip
+    with pytest.raises(TunesmithError, match="evaluators\\[0\\].normalize: expected one of"):
+        resolve(data, Plugins())  # at config time, before any model loads
     with pytest.raises(TunesmithError, match="reference"):
         ctx = StubContext([None], ["a"], ExactMatch.Config())
         ExactMatch(ctx.config).evaluate(ctx)

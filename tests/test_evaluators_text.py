@@ -56,6 +56,8 @@ class StubContext:
         self.samples: list[dict[str, Any]] = []
         self.generate_calls: list[list[str]] = []
 
+    answer = EvalContext.answer  # built on generate: the real one runs against the canned answers
+
     def generate(self, prompts: list[str], *, max_new_tokens: int | None = None, **kwargs: Any) -> list[str]:
         self.generate_calls.append(list(prompts))
         assert self.answers is not None and len(prompts) == len(self.answers)

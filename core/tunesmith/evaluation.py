@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.components import Evaluator, Example
+from tunesmith.errors import TunesmithError
 
 OnBatch = Callable[[int], None]
 
@@ -136,6 +137,17 @@ class EvalContext:
         """Keep example predictions (e.g. ``{"prompt", "reference", "prediction"}``) for the report."""
         self.samples.extend(dict(s) for s in samples)
 
+    def answer(self, *, max_new_tokens: int | None = None) -> tuple[list[EvalExample], list[str]]:
+        """Greedy answers to the examples that have a reference: ``(examples, predictions)``.
+
+        The common first step of reference-based metrics (exact match, BLEU, ROUGE, accuracy); raises a
+        user error when no example has a reference to compare with.
+        """
+        examples = [ex for ex in self.examples if ex.reference is not None]
+        if not examples:
+            raise TunesmithError("no evaluation examples have a reference answer")
+        return examples, self.generate([ex.prompt for ex in examples], max_new_tokens=max_new_tokens)
+
     def generate(self, prompts: list[str], *, max_new_tokens: int | None = None, **kwargs: Any) -> list[str]:
         """Complete each prompt; return only the new text, special tokens removed.
 
@@ -227,8 +239,6 @@ class EvalContext:
         from tunesmith.models import is_sequence_classifier
 
         if is_sequence_classifier(self.model):
-            from tunesmith.errors import TunesmithError
-
             raise TunesmithError(
                 f"ctx.{what} needs a causal LM, but the model is a sequence classifier (a reward model): "
                 "evaluate it with preference-accuracy"

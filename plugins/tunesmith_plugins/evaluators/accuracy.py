@@ -72,10 +72,7 @@ class Accuracy(Evaluator):
     def _generate(self, ctx: EvalContext, cfg: Any) -> Mapping[str, float]:
         if cfg.match not in ("normalized", "exact"):
             raise TunesmithError(f"accuracy: unknown match '{cfg.match}'; choose normalized or exact")
-        examples = [ex for ex in ctx.examples if ex.reference is not None]
-        if not examples:
-            raise TunesmithError("accuracy: no evaluation examples have a reference answer")
-        predictions = ctx.generate([ex.prompt for ex in examples], max_new_tokens=cfg.max_new_tokens)
+        examples, predictions = ctx.answer(max_new_tokens=cfg.max_new_tokens)
         norm = normalize_answer if cfg.match == "normalized" else str.strip
         hits = [norm(p) == norm(ex.reference) for p, ex in zip(predictions, examples, strict=True)]
         self._record(ctx, cfg, examples, predictions, hits)

@@ -40,10 +40,7 @@ class Bleu(Evaluator):
             raise TunesmithError(
                 f"bleu: unknown tokenize '{cfg.tokenize}'; choose one of {', '.join(BLEU.TOKENIZERS)}"
             )
-        examples = [ex for ex in ctx.examples if ex.reference is not None]
-        if not examples:
-            raise TunesmithError("bleu: no evaluation examples have a reference answer")
-        predictions = ctx.generate([ex.prompt for ex in examples], max_new_tokens=cfg.max_new_tokens)
+        examples, predictions = ctx.answer(max_new_tokens=cfg.max_new_tokens)
         references = [ex.reference for ex in examples]
         bleu = BLEU(tokenize=cfg.tokenize, lowercase=cfg.lowercase)
         score = bleu.corpus_score(predictions, [references])

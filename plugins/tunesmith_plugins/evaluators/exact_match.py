@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from tunesmith import Evaluator, TunesmithError, hookimpl, option
+from tunesmith import Evaluator, hookimpl, option
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from tunesmith.evaluation import EvalContext
@@ -26,7 +26,7 @@ class ExactMatch(Evaluator):
 
     @dataclass
     class Config:
-        normalize: str = option(
+        normalize: Literal["none", "strip", "whitespace"] = option(
             "strip",
             help="none: compare as generated; strip: ignore leading/trailing whitespace; "
             "whitespace: also collapse inner whitespace runs to one space",
@@ -37,14 +37,7 @@ class ExactMatch(Evaluator):
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
         cfg = ctx.config if ctx.config is not None else self.Config()
-        if cfg.normalize not in NORMALIZERS:
-            raise TunesmithError(
-                f"exact-match: unknown normalize '{cfg.normalize}'; choose one of {', '.join(NORMALIZERS)}"
-            )
-        examples = [ex for ex in ctx.examples if ex.reference is not None]
-        if not examples:
-            raise TunesmithError("exact-match: no evaluation examples have a reference answer")
-        predictions = ctx.generate([ex.prompt for ex in examples], max_new_tokens=cfg.max_new_tokens)
+        examples, predictions = ctx.answer(max_new_tokens=cfg.max_new_tokens)
 
         def norm(text: str) -> str:
             text = NORMALIZERS[cfg.normalize](text)

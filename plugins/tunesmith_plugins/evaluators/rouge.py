@@ -36,10 +36,7 @@ class Rouge(Evaluator):
             from rouge_score import rouge_scorer
         except ImportError as exc:  # pragma: no cover - a declared dependency
             raise TunesmithError("rouge needs rouge-score: pip install rouge-score") from exc
-        examples = [ex for ex in ctx.examples if ex.reference is not None]
-        if not examples:
-            raise TunesmithError("rouge: no evaluation examples have a reference answer")
-        predictions = ctx.generate([ex.prompt for ex in examples], max_new_tokens=cfg.max_new_tokens)
+        examples, predictions = ctx.answer(max_new_tokens=cfg.max_new_tokens)
         scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=cfg.use_stemmer)
         scores = [scorer.score(ex.reference, p) for ex, p in zip(examples, predictions, strict=True)]
         means = {t: sum(s[t].fmeasure for s in scores) / len(scores) for t in ROUGE_TYPES}
