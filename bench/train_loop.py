@@ -51,7 +51,7 @@ def hand_loop(model, rows, collator, steps: int, batch_size: int, lr: float) -> 
         if step == WARMUP:
             tokens, started = 0, time.perf_counter()
         batch = collator([rows[(step * batch_size + i) % len(rows)] for i in range(batch_size)])
-        loss = model(**batch, use_cache=False).loss
+        loss = model(**batch).loss  # packed batches carry use_cache=False
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

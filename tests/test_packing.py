@@ -49,7 +49,7 @@ def test_collator_pads_packed_rows_with_a_separate_segment_and_no_mask() -> None
         {"input_ids": [5, 6], "labels": [-100, 6], "position_ids": [0, 1]},
     ]
     batch = Collator(pad_token_id=0, packed=True)(rows)
-    assert set(batch) == {"input_ids", "labels", "position_ids"}
+    assert set(batch) == {"input_ids", "labels", "position_ids", "use_cache"} and batch["use_cache"] is False
     assert batch["input_ids"][1].tolist() == [5, 6, 0, 0]
     assert batch["labels"][1].tolist() == [-100, 6, -100, -100]
     assert batch["position_ids"][1].tolist() == [0, 1, 0, 1]
@@ -104,7 +104,7 @@ def test_packed_samples_are_isolated(
     by_ids = {tuple(e.input_ids): e for e in packing_examples}
 
     with torch.no_grad():
-        packed = model(**batch, use_cache=False)
+        packed = model(**batch)  # the batch alone must isolate: it carries use_cache=False
         plain = model(input_ids=batch["input_ids"], use_cache=False)  # concatenation, positions never restart
         expected_sum, expected_count, leaked = 0.0, 0, []
         for r, row in enumerate(rows):
@@ -123,3 +123,25 @@ def test_packed_samples_are_isolated(
     assert packed.loss.item() == pytest.approx(expected_sum / expected_count, abs=1e-5)
     # Control: without restarting positions the later samples of a row see the earlier ones.
     assert leaked[0] < 1e-5 and max(leaked) > 1e-2
+
+
+def test_the_sft_trainer_passes_packed_batches_through_with_use_cache_off(
+    packing_tok, packing_examples, tmp_path
+) -> None:
+    """The isolation guarantee must survive the HF Trainer's input handling, not only a bare loop."""
+    from tunesmith.config import TrainingConfig
+    from tunesmith.plugins import Plugins
+    from tunesmith.training import Device, TrainContext
+
+    model = build_random_model(packing_tok)
+    seen: list[object] = []
+    model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs.get("use_cache")), with_kwargs=True
+    )
+    ctx = TrainContext(
+        model=model, tokenizer=packing_tok, train_rows=pack(packing_examples, max_length=80), eval_rows=None,
+        collator=Collator(packing_tok.pad_token_id, packed=True), device=Device("cpu"), run_dir=tmp_path,
+        training=TrainingConfig(max_steps=1, batch_size=2, learning_rate=1e-3, save_steps=100, logging_steps=100),
+    )  # fmt: skip
+    Plugins().get("objective", "sft")().train(ctx)
+    assert seen and all(value is False for value in seen)

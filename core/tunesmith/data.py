@@ -17,9 +17,9 @@ and proven by ``tests/test_packing.py``, transformers then builds a per-sample c
    and padding is one more "sample" of pad tokens with its own restarting positions and no labels).
 3. There is no cache. ``LlamaModel.forward`` defaults ``use_cache`` to ``config.use_cache`` (True) and
    then creates a ``DynamicCache``, in train and eval mode alike, which silently disables detection
-   (samples then attend to each other: logit differences ~1). The trainer must call
-   ``model(**batch, use_cache=False)`` or set ``model.config.use_cache = False``; gradient checkpointing
-   while training with gradients also forces it off. (All three seen to isolate; TRL passes the first.)
+   (samples then attend to each other: logit differences ~1). So :class:`Collator` puts
+   ``use_cache=False`` in every packed batch and ``model(**batch)`` isolates by itself; setting
+   ``model.config.use_cache = False`` or training with gradient checkpointing also works.
 4. ``config._attn_implementation`` is one transformers builds masks for: ``sdpa`` and ``eager`` (tested
    here), ``flex_attention``; the ``flash_attention_*`` kernels read sample boundaries from
    ``position_ids`` themselves (source reading only, no GPU here). A custom kernel gets no mask at all.
@@ -388,6 +388,10 @@ class Collator:
     Features are mappings with ``input_ids`` and ``labels`` (and ``position_ids`` when ``packed``).
     Packed rows are padded with one extra sample of pad tokens (positions from 0, no labels) and get no
     ``attention_mask``; unpacked rows are right-padded with an ``attention_mask``.
+
+    A packed batch also carries ``use_cache=False``: transformers derives the per-sample masks from
+    ``position_ids`` only when no KV cache is built, so the batch itself says so and any loop or
+    objective that calls ``model(**batch)`` keeps the samples isolated without having to know.
     """
 
     def __init__(self, pad_token_id: int, packed: bool) -> None:
@@ -409,4 +413,7 @@ class Collator:
                 batch["position_ids"].append([*f["position_ids"], *range(pad)])
             else:
                 batch["attention_mask"].append([1] * n + [0] * pad)
-        return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+        tensors: dict[str, Any] = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+        if self.packed:
+            tensors["use_cache"] = False
+        return tensors

@@ -7,7 +7,6 @@ directory is created or a model is loaded, so a mistake costs seconds and leaves
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,6 @@ from tunesmith.plugins import Plugins
 from tunesmith.rundir import RunDir, write_json
 from tunesmith.ui import Quiet
 
-SPLITS = ("train", "validation", "test")
 MAX_PROBLEMS_SHOWN = 50
 
 
@@ -93,7 +91,7 @@ def tokenize_data(resolved: Resolved, tokenizer: Any, prepared: PreparedData) ->
             truncate=d.truncate,
         )
         prepared.tokenized[split] = tokenized
-        prepared.stats[split] = stats if isinstance(stats, dict) else dataclasses.asdict(stats)
+        prepared.stats[split] = dataclasses.asdict(stats)
         prepared.dropped[split] = prepared.dropped.get(split, 0) + len(bad)
         prepared.problems.extend(bad)
     return prepared
@@ -409,7 +407,3 @@ def _train_and_evaluate(
     write_report(run.path, resolved, metrics, tuned_samples)
     run.set_status("complete")
     return metrics
-
-
-def steps_per_epoch(rows: int, batch_size: int, accumulation: int) -> int:
-    return max(1, math.ceil(rows / batch_size / accumulation))

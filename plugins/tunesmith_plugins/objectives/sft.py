@@ -25,9 +25,6 @@ class Sft(Objective):
     def train(self, ctx: Any) -> dict[str, float]:
         from transformers import Trainer, TrainingArguments
 
-        # Packed rows carry restarting position_ids and no attention mask; transformers only derives
-        # the per-sample block-diagonal mask from them when no KV cache is requested.
-        ctx.model.config.use_cache = False
         trainer = ctx.adopt(
             Trainer(
                 model=ctx.model,
@@ -38,8 +35,8 @@ class Sft(Objective):
                 callbacks=ctx.callbacks,
             )
         )
+        # Packed batches carry use_cache=False themselves (see tunesmith.data.Collator).
         result = trainer.train(resume_from_checkpoint=ctx.resume_from)
-        ctx.model.config.use_cache = True
         return dict(result.metrics)
 
 
