@@ -219,6 +219,7 @@ class StubContext:
         self.generate_calls = []
 
     answer = EvalContext.answer  # built on generate: the real one runs against the canned predictions
+    final_answer = None  # no reasoning to strip
 
     def generate(self, prompts, *, max_new_tokens=None, **kwargs):
         self.generate_calls.append((list(prompts), max_new_tokens))

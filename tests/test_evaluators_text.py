@@ -57,6 +57,7 @@ class StubContext:
         self.generate_calls: list[list[str]] = []
 
     answer = EvalContext.answer  # built on generate: the real one runs against the canned answers
+    final_answer = None  # no reasoning to strip
 
     def generate(self, prompts: list[str], *, max_new_tokens: int | None = None, **kwargs: Any) -> list[str]:
         self.generate_calls.append(list(prompts))

@@ -79,7 +79,7 @@ def packing_examples(packing_tok: Any) -> list[TokenizedExample]:
         for i, (q, a) in enumerate(chats)
     ]
     examples.append(Example(text="Once upon a time there was a tiny model.", origin="3"))
-    return [tokenize_example(e, packing_tok, max_length=128) for e in examples]
+    return [t for e in examples for t in tokenize_example(e, packing_tok, max_length=128)]
 
 
 def token_losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

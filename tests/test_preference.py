@@ -129,7 +129,7 @@ def test_tokenize_preference_measures_the_longer_answer(tokenizer: Any) -> None:
     from tunesmith.data import IGNORE_INDEX, tokenize_example
 
     example = Example(prompt=[user("q")], chosen="ab", rejected="abcdefgh", origin="p.jsonl:3")
-    tokenized = tokenize_example(example, tokenizer, max_length=64)
+    [tokenized] = tokenize_example(example, tokenizer, max_length=64)
     trained = [
         t for t, label in zip(tokenized.input_ids, tokenized.labels, strict=True) if label != IGNORE_INDEX
     ]
@@ -140,7 +140,7 @@ def test_tokenize_preference_measures_the_longer_answer(tokenizer: Any) -> None:
     assert (
         f"{n_chosen} tokens with the chosen answer and {n_chosen + 6} with the rejected" in info.value.message
     )
-    cut = tokenize_example(example, tokenizer, max_length=n_chosen + 2, truncate=True)
+    [cut] = tokenize_example(example, tokenizer, max_length=n_chosen + 2, truncate=True)
     assert cut.truncated and cut.input_ids == tokenized.input_ids
 
 

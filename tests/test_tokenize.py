@@ -36,7 +36,7 @@ def test_only_assistant_content_and_eos_are_trained(tokenize_tok: Any) -> None:
     example = chat(
         ("system", "Be kind"), ("user", "héllo"), ("assistant", "hi ü"), ("user", "more"), ("assistant", "ok")
     )
-    t = tokenize_example(example, tok, max_length=256)
+    [t] = tokenize_example(example, tok, max_length=256)
 
     assert trained_text(tok, t) == [f"hi ü{EOS}", f"ok{EOS}"]
     trained_ids = [label for label in t.labels if label != IGNORE_INDEX]
@@ -51,7 +51,7 @@ def test_only_assistant_content_and_eos_are_trained(tokenize_tok: Any) -> None:
 
 
 def test_train_on_prompt_trains_every_token(tokenize_tok: Any) -> None:
-    t = tokenize_example(
+    [t] = tokenize_example(
         chat(("user", "q"), ("assistant", "a")), tokenize_tok, max_length=64, train_on_prompt=True
     )
     assert t.labels == t.input_ids
@@ -63,37 +63,41 @@ def test_eos_is_added_when_the_template_omits_it() -> None:
         "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
         "{% if add_generation_prompt %}assistant: {% endif %}"
     )
-    t = tokenize_example(
+    [t] = tokenize_example(
         chat(("user", "q"), ("assistant", "a"), ("user", "r"), ("assistant", "b")), tok, max_length=64
     )
     assert trained_text(tok, t) == [f"a\n{EOS}", f"b\n{EOS}"]
     assert tok.decode(t.input_ids) == f"user: q\nassistant: a\n{EOS}user: r\nassistant: b\n{EOS}"
 
 
-def test_prefix_unstable_template_is_refused() -> None:
+def test_a_turn_that_cannot_be_located_is_a_problem_of_its_record() -> None:
     tok = build_tokenizer()
-    # Puts the number of turns first, so a conversation's start renders differently once it grows.
+    # Puts the number of turns first: no rendering of the answer follows its generation prompt.
     tok.chat_template = "{{ messages|length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    with pytest.raises(TunesmithError, match="not prefix-stable"):
+    with pytest.raises(InvalidRecord, match="cannot locate assistant turn 1"):
         tokenize_example(chat(("user", "q"), ("assistant", "a")), tok, max_length=64)
+    _, problems, _ = tokenize_split(
+        [chat(("user", "q"), ("assistant", "a"), origin="x.jsonl:7")], tok, max_length=64
+    )
+    assert [p.origin for p in problems] == ["x.jsonl:7"]
 
 
 def test_text_trains_everything_and_ends_with_eos(tokenize_tok: Any) -> None:
-    t = tokenize_example(Example(text="abc"), tokenize_tok, max_length=64)
+    [t] = tokenize_example(Example(text="abc"), tokenize_tok, max_length=64)
     assert t.input_ids == [*tokenize_tok("abc")["input_ids"], tokenize_tok.eos_token_id]
     assert t.labels == t.input_ids
 
 
 def test_over_long_is_rejected_or_truncated(tokenize_tok: Any) -> None:
     example = chat(("user", "q"), ("assistant", "x" * 40))
-    full = tokenize_example(example, tokenize_tok, max_length=1000)
+    [full] = tokenize_example(example, tokenize_tok, max_length=1000)
     n = len(full.input_ids)
     with pytest.raises(InvalidRecord) as info:
         tokenize_example(example, tokenize_tok, max_length=20)
     assert info.value.field is None
     assert info.value.message.startswith(f"example has {n} tokens, more than max_length 20")
 
-    cut = tokenize_example(example, tokenize_tok, max_length=20, truncate=True)
+    [cut] = tokenize_example(example, tokenize_tok, max_length=20, truncate=True)
     assert cut.truncated and cut.input_ids == full.input_ids[:20] and cut.labels == full.labels[:20]
     with pytest.raises(InvalidRecord, match="no tokens left to train on after truncation to 5 tokens"):
         tokenize_example(example, tokenize_tok, max_length=5, truncate=True)

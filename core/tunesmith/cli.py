@@ -33,16 +33,19 @@ err_console = Console(stderr=True, highlight=False)
 
 
 class RichUI(Quiet):
-    """Pipeline messages as Rich lines and progress bars."""
+    """Pipeline messages as Rich lines and progress bars (on stderr when stdout carries data)."""
+
+    def __init__(self, out: Console | None = None) -> None:
+        self.console = out or console
 
     def step(self, text: str) -> None:
-        console.print(f"[bold cyan]▸[/] {text}")
+        self.console.print(f"[bold cyan]▸[/] {text}")
 
     def note(self, text: str) -> None:
-        console.print(f"  [dim]{text}[/]")
+        self.console.print(f"  [dim]{text}[/]")
 
     def warn(self, text: str) -> None:
-        console.print(f"  [yellow]warning:[/] {text}")
+        self.console.print(f"  [yellow]warning:[/] {text}")
 
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Any]:
@@ -53,7 +56,7 @@ class RichUI(Quiet):
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=console,
+            console=self.console,
             transient=False,
         ) as bar:
             task = bar.add_task(description, total=total)
@@ -268,33 +271,47 @@ set_option = click.option(
 @data.command("check")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @set_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (progress on stderr).")
+@click.option("--show", default=1, show_default=True, help="Training examples to show with their masking.")
 @click.pass_context
-def data_check(ctx: click.Context, config: Path, overrides: tuple[str, ...]) -> None:
-    """Validate every split of CONFIG's data: counts, token lengths, one rendered example."""
+def data_check(
+    ctx: click.Context, config: Path, overrides: tuple[str, ...], as_json: bool, show: int
+) -> None:
+    """Validate every split of CONFIG's data: counts, token lengths, rendered examples with what is trained."""
     _quiet_libraries()
     from tunesmith.data import trained_segments
     from tunesmith.pipeline import prepare
 
     resolved = _load(ctx, config, overrides)
-    prepared, tokenizer, _, _ = prepare(resolved, RichUI())
+    prepared, tokenizer, _, _ = prepare(resolved, RichUI(err_console if as_json else console))
+    shown = [(t.origin, trained_segments(t, tokenizer)) for t in prepared.tokenized["train"][: max(show, 0)]]
+    if as_json:
+        report = {
+            "splits": {
+                split: {
+                    "source": resolved.sources[split].describe(),
+                    "examples": len(prepared.examples[split]),
+                    "dropped": prepared.dropped.get(split, 0),
+                    **{("sequences" if k == "count" else k): v for k, v in stats.items()},
+                }
+                for split, stats in prepared.stats.items()
+            },
+            "examples": [
+                {"origin": origin, "segments": [{"text": t, "trained": bool(on)} for t, on in segments]}
+                for origin, segments in shown
+            ],
+        }
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
     table = Table(title="Data", title_justify="left")
-    for col in (
-        "split",
-        "source",
-        "examples",
-        "dropped",
-        "min",
-        "mean",
-        "p95",
-        "max",
-        "trained tokens",
-        "truncated",
-    ):
+    columns = ("split", "source", "examples", "sequences", "dropped", "min", "mean", "p95", "max")
+    for col in (*columns, "trained tokens", "truncated"):
         table.add_column(col, justify="right" if col not in ("split", "source") else "left")
     for split, stats in prepared.stats.items():
         table.add_row(
             split,
             resolved.sources[split].describe(),
+            str(len(prepared.examples[split])),
             str(stats["count"]),
             str(prepared.dropped.get(split, 0)),
             str(stats["min_tokens"]),
@@ -305,14 +322,12 @@ def data_check(ctx: click.Context, config: Path, overrides: tuple[str, ...]) -> 
             str(stats["truncated"]),
         )
     console.print(table)
-    example = prepared.tokenized["train"][0]
-    text = Text()
-    for piece, trained in trained_segments(example, tokenizer):
-        text.append(piece, style="bold green" if trained else "dim")
-    console.print(
-        f"First training example ({example.origin}); [bold green]trained tokens[/] vs [dim]context[/]:"
-    )
-    console.print(text)
+    for origin, segments in shown:
+        text = Text()
+        for piece, trained in segments:
+            text.append(piece, style="bold green" if trained else "dim")
+        console.print(f"Training example ({origin}); [bold green]trained tokens[/] vs [dim]context[/]:")
+        console.print(text)
     console.print("[green]data OK[/]")
 
 

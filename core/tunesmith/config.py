@@ -63,6 +63,32 @@ class DataConfig:
 
 
 @dataclass
+class TemplateConfig:
+    chat_template: str | None = option(
+        None,
+        help="Replace the tokenizer's chat template: a built-in name (e.g. chatml, llama-3.1, qwen3), "
+        "a .jinja file, or inline Jinja; saved with the run",
+    )
+    system_message: Literal["keep", "merge", "drop"] = option(
+        "keep",
+        help="System messages: keep (the template renders them), merge into the first user turn, or drop "
+        "(for templates without a system role, e.g. Gemma 2, Mistral v0.1)",
+    )
+    eos: Literal["auto", "always", "template"] = option(
+        "auto",
+        help="End of trained turns: auto = add EOS only where the template ends a turn with no special "
+        "token; always = EOS after every turn; template = exactly what the template renders",
+    )
+    thinking: Literal["auto", "on", "off"] = option(
+        "auto",
+        help="Reasoning models: auto = on for examples with reasoning (<think> or a reasoning field), off "
+        "(empty think block in the prompt, never trained) otherwise; on / off for every example",
+    )
+    think_tags: list[str] = option(["<think>", "</think>"], help="Tags that open and close reasoning")
+    kwargs: dict = option({}, help="Extra variables for the chat template (like chat_template_kwargs)")
+
+
+@dataclass
 class TrainingConfig:
     epochs: float = option(3.0, help="Passes over the training split")
     max_steps: int = option(-1, help="Stop after this many optimizer steps (-1: use epochs)")
@@ -96,6 +122,9 @@ class EvaluationConfig:
     batch_size: int = option(16, help="Examples per generation batch")
     max_new_tokens: int = option(64, help="Generation length limit")
     max_examples: int | None = option(None, help="Score at most this many examples per split")
+    strip_reasoning: bool = option(
+        True, help="Compare final answers: remove <think> blocks from references and generations"
+    )
 
 
 @dataclass
@@ -104,6 +133,9 @@ class RunConfig:
     output_dir: str = option("runs/{name}", help="Where the run directory is written")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Base model"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data splits and tokenization"})
+    template: TemplateConfig = field(
+        default_factory=TemplateConfig, metadata={"help": "Chat template and how chats are rendered"}
+    )
     formatter: dict | None = component("formatter", "alpaca", help="Turns records into examples")
     method: dict | None = component("method", "lora", help="Tuning method: which parameters train")
     objective: dict | None = component("objective", "sft", help="Training objective")
@@ -211,6 +243,7 @@ def resolve(data: dict[str, Any], plugins: Plugins) -> Resolved:
     }
     if "train" not in sources:
         errors.append("data.train: required (a data source, e.g. {name: jsonl, path: train.jsonl})")
+    errors.extend(_check_template(config.template))
     resolved = Resolved(
         config=config,
         sources=sources,  # type: ignore[arg-type]
@@ -235,6 +268,20 @@ def resolve(data: dict[str, Any], plugins: Plugins) -> Resolved:
         raise TunesmithError("invalid config:", details=errors)
     resolved.warnings = _apply_method_defaults(resolved)
     return resolved
+
+
+def _check_template(cfg: TemplateConfig) -> list[str]:
+    from tunesmith.chat import resolve_template
+
+    errors = []
+    if len(cfg.think_tags) != 2 or not all(cfg.think_tags):
+        errors.append("template.think_tags: expected two non-empty tags, e.g. ['<think>', '</think>']")
+    if cfg.chat_template:
+        try:
+            resolve_template(cfg.chat_template)
+        except TunesmithError as e:
+            errors.append(f"template.chat_template: {e.message}")
+    return errors
 
 
 def _apply_method_defaults(resolved: Resolved) -> list[str]:
@@ -337,7 +384,7 @@ def _suggest(key: str, fields: dict[str, Any], cls: type) -> str:
     if match:
         return f" (did you mean '{match[0]}'?)"
     if cls is RunConfig:  # a section's option written at the top level: `learning_rate: ...`
-        for section in ("model", "data", "training", "evaluation"):
+        for section in ("model", "data", "template", "training", "evaluation"):
             sub = {f.name for f in dataclasses.fields(_section(section))}
             close = difflib.get_close_matches(key, list(sub), n=1, cutoff=0.8)
             if close:

@@ -1,11 +1,10 @@
 """From raw records to training rows: format, tokenize with loss masks, pack, collate.
 
-Loss masking. A chat is rendered with the tokenizer's own chat template and tokenized once; a token is
-trained when its character span overlaps an assistant turn. Each assistant turn's span is found by
-rendering the conversation up to it with ``add_generation_prompt=True`` and again including it: the
-difference is exactly what the model must produce (content and end-of-turn), so templates need no
-``{% generation %}`` markers. A template that does not render conversations as prefixes of each other
-is refused, since spans could not be trusted.
+Loss masking. A chat is rendered with the tokenizer's own chat template and a token is trained when its
+character span overlaps an assistant turn's target: what the model must generate after the template's
+generation prompt. :mod:`tunesmith.chat` finds those targets on real templates, including ones that
+rewrite history (Qwen3, Mistral v3), put EOS after the last turn only (Phi-3) or force a think block open
+(DeepSeek-R1); a conversation can therefore give more than one training sequence.
 
 Packing without attention across samples. :func:`pack` puts several samples in one row with
 ``position_ids`` restarting at 0 for each, and :class:`Collator` passes no ``attention_mask``. Read from
@@ -39,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tunesmith.chat import ChatFormat
 from tunesmith.components import DataSource, Example, Formatter, InvalidRecord, RecordProblem
 from tunesmith.errors import TunesmithError
 
@@ -63,71 +63,16 @@ def read_split(source: DataSource, formatter: Formatter) -> tuple[list[Example],
     return examples, problems
 
 
-# ------------------------------------------------------------------------------------ chat template
-
-
-def _render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> str:
-    import jinja2
-
-    if not getattr(tokenizer, "chat_template", None):
-        raise TunesmithError(
-            "the tokenizer has no chat template: use the 'text' formatter, or a model that ships a template"
-        )
-    try:
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-    except jinja2.TemplateError as e:
-        raise InvalidRecord(f"the chat template rejected this conversation: {e}") from None
-
-
-def render_prompt(tokenizer: Any, example: Example) -> str:
+def render_prompt(tokenizer: Any, example: Example, chat: ChatFormat | None = None) -> str:
     """The text a model continues at evaluation: the conversation before the last assistant turn, then the
-    assistant header. It already holds the template's special tokens: encode it with ``add_special_tokens=False``.
+    generation prompt. It already holds the template's special tokens: encode it with ``add_special_tokens=False``.
     """
     messages = example.prompt_messages
     if messages is None:
         raise TunesmithError(
             f"{example.origin}: not a chat ending with an assistant turn, so it has no prompt"
         )
-    return _render(tokenizer, messages, add_generation_prompt=True)
-
-
-def _assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered chat and the character span of each assistant turn, end-of-turn included."""
-    full = _render(tokenizer, messages)
-    spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = _render(tokenizer, messages[:i], add_generation_prompt=True)
-        through = _render(tokenizer, messages[: i + 1])
-        if not (through.startswith(before) and full.startswith(through)):
-            raise TunesmithError(
-                "the chat template is not prefix-stable (rendering a conversation's beginning does not give "
-                "the beginning of its rendering), so assistant turns cannot be located for loss masking",
-                details=[f"turn {i} renders as ...{through[-80:]!r}"],
-            )
-        spans.append((len(before), len(through)))
-    return full, spans
-
-
-def _with_eos(text: str, spans: list[tuple[int, int]], eos: str) -> tuple[str, list[tuple[int, int]]]:
-    """Make every assistant span end with EOS, inserting it where the template does not emit it.
-
-    Generation stops at EOS: a template whose assistant turn lacks it (base-model templates often do)
-    would otherwise teach a model that never stops.
-    """
-    out, new_spans, shift, last = [], [], 0, 0
-    for start, end in spans:
-        out.append(text[last:end])
-        added = "" if eos in text[start:end] else eos
-        out.append(added)
-        new_spans.append((start + shift, end + shift + len(added)))
-        shift += len(added)
-        last = end
-    out.append(text[last:])
-    return "".join(out), new_spans
+    return (chat or ChatFormat(tokenizer)).prompt(messages)
 
 
 # -------------------------------------------------------------------------------------- tokenizing
@@ -155,29 +100,29 @@ def _eos_id(tokenizer: Any) -> int:
 
 
 def _encode_chat(
-    tokenizer: Any, messages: list[dict[str, str]], *, last_turn_only: bool = False
-) -> tuple[list[int], list[bool]]:
-    """Token ids of a rendered chat and, per token, whether it lies in an assistant turn (EOS included).
+    chat: ChatFormat, messages: list[dict[str, Any]], *, last_turn_only: bool = False
+) -> list[tuple[list[int], list[bool]]]:
+    """Token ids of each training sequence of a chat and, per token, whether it is trained.
 
-    ``last_turn_only`` marks only the final assistant turn: the answer of a preference pair or of an
+    ``last_turn_only`` trains only the final assistant turn: the answer of a preference pair or of an
     unpaired completion, whose prompt may itself hold earlier assistant turns.
     """
-    text, spans = _assistant_spans(tokenizer, messages)
+    tokenizer = chat.tokenizer
     _eos_id(tokenizer)  # fails clearly for a tokenizer without EOS
-    text, spans = _with_eos(text, spans, tokenizer.eos_token)
-    if last_turn_only:
-        spans = spans[-1:]
-    try:
-        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    except NotImplementedError:
-        raise TunesmithError(
-            "loss masking needs a fast tokenizer (one that returns character offsets)"
-        ) from None
-    trained = [
-        any(start < e and max(end, start + 1) > s for s, e in spans)
-        for start, end in encoding["offset_mapping"]
-    ]
-    return list(encoding["input_ids"]), trained
+    out = []
+    for seq in chat.sequences(messages, last_turn_only=last_turn_only):
+        try:
+            encoding = tokenizer(seq.text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:
+            raise TunesmithError(
+                "loss masking needs a fast tokenizer (one that returns character offsets)"
+            ) from None
+        trained = [
+            any(start < e and max(end, start + 1) > s for s, e in seq.spans)
+            for start, end in encoding["offset_mapping"]
+        ]
+        out.append((list(encoding["input_ids"]), trained))
+    return out
 
 
 def _answered(example: Example, answer: str) -> list[dict[str, str]]:
@@ -191,51 +136,68 @@ def tokenize_example(
     max_length: int,
     train_on_prompt: bool = False,
     truncate: bool = False,
-) -> TokenizedExample:
+    chat: ChatFormat | None = None,
+) -> list[TokenizedExample]:
     """Tokenize one example and mask what is not trained; raises :class:`InvalidRecord` for unusable ones.
 
-    Chat and text examples become training rows. The kinds that objectives tokenize themselves (TRL
-    trainers) are measured here so that over-long records are caught before a model loads, and are
-    returned in a displayable form: a preference pair as prompt + chosen (trained = chosen tokens; the
-    longer of prompt + chosen and prompt + rejected is what must fit ``max_length``), an unpaired example
-    as prompt + completion, a prompt alone with nothing trained. ``train_on_prompt`` does not apply to
-    them (the TRL losses are over answers only).
+    Usually one sequence; a chat whose template rewrites history gives one per such turn (see
+    :mod:`tunesmith.chat`). Chat and text examples become training rows. The kinds that objectives
+    tokenize themselves (TRL trainers) are measured here so that over-long records are caught before a
+    model loads, and are returned in a displayable form: a preference pair as prompt + chosen (trained =
+    chosen tokens; the longer of prompt + chosen and prompt + rejected is what must fit ``max_length``),
+    an unpaired example as prompt + completion, a prompt alone with nothing trained. ``train_on_prompt``
+    does not apply to them (the TRL losses are over answers only).
     """
+    chat = chat or ChatFormat(tokenizer)
     kind = example.kind
     pair_truncated = False
     if kind == "chat":
-        ids, trained = _encode_chat(tokenizer, example.messages or [])
+        encoded = _encode_chat(chat, example.messages or [])
     elif kind == "text":
         ids = list(tokenizer(example.text)["input_ids"])
         eos = _eos_id(tokenizer)
         if not ids or ids[-1] != eos:
             ids.append(eos)
-        trained = [True] * len(ids)
+        encoded = [(ids, [True] * len(ids))]
     elif kind in ("preference", "unpaired"):
         if not example.prompt:
             raise ValueError(f"{example.origin}: {kind} example has no prompt")
         answer = example.chosen if kind == "preference" else example.completion
-        ids, trained = _encode_chat(tokenizer, _answered(example, answer or ""), last_turn_only=True)
+        encoded = _encode_chat(chat, _answered(example, answer or ""), last_turn_only=True)
         if kind == "preference":
-            rejected, _ = _encode_chat(
-                tokenizer, _answered(example, example.rejected or ""), last_turn_only=True
-            )
-            longest = max(len(ids), len(rejected))
+            ids = encoded[-1][0]
+            rejected = _encode_chat(chat, _answered(example, example.rejected or ""), last_turn_only=True)
+            longest = max(len(ids), len(rejected[-1][0]))
             if longest > max_length and not truncate:
                 raise InvalidRecord(
-                    f"pair has {len(ids)} tokens with the chosen answer and {len(rejected)} with the rejected "
-                    f"one, more than max_length {max_length} (raise max_length, or set truncate to cut it)"
+                    f"pair has {len(ids)} tokens with the chosen answer and {len(rejected[-1][0])} with the "
+                    f"rejected one, more than max_length {max_length} (raise max_length, or set truncate to cut it)"
                 )
             pair_truncated = longest > max_length
         train_on_prompt = False
     elif kind == "prompt":
         if not example.prompt:
             raise ValueError(f"{example.origin}: example has no messages, text or prompt")
-        ids = list(tokenizer(render_prompt(tokenizer, example), add_special_tokens=False)["input_ids"])
-        trained = [False] * len(ids)
+        ids = list(tokenizer(render_prompt(tokenizer, example, chat), add_special_tokens=False)["input_ids"])
+        encoded = [(ids, [False] * len(ids))]
         train_on_prompt = False
     else:  # pragma: no cover - Example.kind has no other values
         raise ValueError(f"{example.origin}: unknown example kind {kind!r}")
+    return [
+        _masked(example, ids, trained, max_length, train_on_prompt, truncate, pair_truncated)
+        for ids, trained in encoded
+    ]
+
+
+def _masked(
+    example: Example,
+    ids: list[int],
+    trained: list[bool],
+    max_length: int,
+    train_on_prompt: bool,
+    truncate: bool,
+    pair_truncated: bool,
+) -> TokenizedExample:
     labels = [t if (train_on_prompt or keep) else IGNORE_INDEX for t, keep in zip(ids, trained, strict=True)]
     result = TokenizedExample(ids, labels, example.origin)
     if len(ids) > max_length:
@@ -246,7 +208,7 @@ def tokenize_example(
             )
         result = TokenizedExample(ids[:max_length], labels[:max_length], example.origin, truncated=True)
     result.truncated = result.truncated or pair_truncated
-    if result.num_trained == 0 and kind != "prompt":  # a bare prompt trains nothing by design (online RL)
+    if result.num_trained == 0 and example.kind != "prompt":  # a bare prompt trains nothing (online RL)
         after = f" after truncation to {max_length} tokens" if result.truncated else ""
         raise InvalidRecord(f"no tokens left to train on{after}")
     return result
@@ -272,19 +234,22 @@ def tokenize_split(
     max_length: int,
     train_on_prompt: bool = False,
     truncate: bool = False,
+    chat: ChatFormat | None = None,
 ) -> tuple[list[TokenizedExample], list[RecordProblem], TokenStats]:
     """Tokenize a split; an unusable example becomes a problem at its origin instead of stopping."""
     done: list[TokenizedExample] = []
     problems: list[RecordProblem] = []
+    chat = chat or ChatFormat(tokenizer)
     for example in examples:
         try:
-            done.append(
+            done.extend(
                 tokenize_example(
                     example,
                     tokenizer,
                     max_length=max_length,
                     train_on_prompt=train_on_prompt,
                     truncate=truncate,
+                    chat=chat,
                 )
             )
         except InvalidRecord as e:

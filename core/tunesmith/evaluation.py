@@ -45,51 +45,53 @@ class EvalExample:
     rejected: str | None = None
 
 
-def to_eval_examples(examples: Sequence[Example], tokenizer: Any) -> list[EvalExample]:
-    """Render formatted examples with the tokenizer's chat template (chat) or keep their text (plain)."""
+def to_eval_examples(
+    examples: Sequence[Example], tokenizer: Any, chat: Any = None, *, final_answer: bool = True
+) -> list[EvalExample]:
+    """Render formatted examples as generation prompts (chat) or keep their text (plain).
+
+    ``chat`` is the run's :class:`tunesmith.chat.ChatFormat` (the tokenizer's template under the run's
+    template policy; a default one if omitted). Completions are what training puts loss on. With
+    ``final_answer`` a reference that carries reasoning is reduced to its final answer, which is what
+    reference-based metrics compare.
+    """
+    from tunesmith.chat import ChatFormat
+
+    chat = chat or ChatFormat(tokenizer)
     out: list[EvalExample] = []
     for ex in examples:
         prompt_messages = ex.prompt_messages
         if prompt_messages is None:
             out.append(EvalExample(prompt="", text=ex.text, origin=ex.origin, choices=ex.choices))
             continue
-        prompt = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True, tokenize=False)
         if ex.messages is not None:
-            completion = _rendered_answer(tokenizer, prompt, ex.messages, ex.reference)
+            prompt, completion = chat.target(ex.messages)
         else:  # preference / unpaired / prompt-only: the answer becomes an assistant turn
-            completion = _answer(tokenizer, prompt, prompt_messages, ex.reference)
+            prompt = chat.prompt(prompt_messages)
+            completion = _answer(chat, prompt_messages, ex.reference)
+        reference = ex.reference
+        if reference is not None and final_answer:
+            reference = chat.final_answer(reference)
         out.append(
             EvalExample(
                 prompt=prompt,
-                reference=ex.reference,
+                reference=reference,
                 messages=prompt_messages,
                 origin=ex.origin,
                 completion=completion,
                 choices=ex.choices,
-                chosen=_answer(tokenizer, prompt, prompt_messages, ex.chosen),
-                rejected=_answer(tokenizer, prompt, prompt_messages, ex.rejected),
+                chosen=_answer(chat, prompt_messages, ex.chosen),
+                rejected=_answer(chat, prompt_messages, ex.rejected),
             )
         )
     return out
 
 
-def _answer(
-    tokenizer: Any, prompt: str, prompt_messages: list[dict[str, str]], answer: str | None
-) -> str | None:
-    """``answer`` as the template renders it as the next assistant turn after ``prompt`` (or None)."""
+def _answer(chat: Any, prompt_messages: list[dict[str, Any]], answer: str | None) -> str | None:
+    """``answer`` as the template renders it as the next assistant turn (end-of-turn included)."""
     if answer is None:
         return None
-    messages = [*prompt_messages, {"role": "assistant", "content": answer}]
-    return _rendered_answer(tokenizer, prompt, messages, answer)
-
-
-def _rendered_answer(
-    tokenizer: Any, prompt: str, messages: list[dict[str, str]], answer: str | None
-) -> str | None:
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    # Templates that render the answer differently from the generation prompt (rare) fall back to
-    # the bare answer.
-    return full[len(prompt) :] if full.startswith(prompt) else answer
+    return chat.target([*prompt_messages, {"role": "assistant", "content": answer}])[1]
 
 
 class EvalContext:
@@ -101,6 +103,9 @@ class EvalContext:
     ``samples`` (what :meth:`record_samples` stored), ``on_batch`` (called with the number of items
     finished after each batch, for progress bars) and ``output_dir`` (a directory of the run where an
     evaluator may write files, e.g. a review sheet; ``None`` when there is none: then write nothing).
+    ``stop_token_ids`` are the ids that end generation (EOS, the model's declared EOS ids and the chat
+    template's end-of-turn marker); ``final_answer`` maps a generation to the answer that
+    reference-based metrics compare (reasoning removed), or is ``None`` to compare it whole.
     """
 
     def __init__(
@@ -117,6 +122,8 @@ class EvalContext:
         device: Any = None,
         on_batch: OnBatch | None = None,
         output_dir: Path | None = None,
+        stop_token_ids: list[int] | None = None,
+        final_answer: Callable[[str], str] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -130,6 +137,8 @@ class EvalContext:
         self.on_batch = on_batch
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.samples: list[dict[str, Any]] = []
+        self.stop_token_ids = stop_token_ids or _default_stop_ids(model, tokenizer)
+        self.final_answer = final_answer
 
     # ------------------------------------------------------------------------------------ helpers
 
@@ -141,18 +150,22 @@ class EvalContext:
         """Greedy answers to the examples that have a reference: ``(examples, predictions)``.
 
         The common first step of reference-based metrics (exact match, BLEU, ROUGE, accuracy); raises a
-        user error when no example has a reference to compare with.
+        user error when no example has a reference to compare with. Predictions are final answers: a
+        reasoning model's ``<think>…</think>`` block is removed (``evaluation.strip_reasoning``).
         """
         examples = [ex for ex in self.examples if ex.reference is not None]
         if not examples:
             raise TunesmithError("no evaluation examples have a reference answer")
-        return examples, self.generate([ex.prompt for ex in examples], max_new_tokens=max_new_tokens)
+        predictions = self.generate([ex.prompt for ex in examples], max_new_tokens=max_new_tokens)
+        if self.final_answer is not None:
+            predictions = [self.final_answer(p) for p in predictions]
+        return examples, predictions
 
     def generate(self, prompts: list[str], *, max_new_tokens: int | None = None, **kwargs: Any) -> list[str]:
         """Complete each prompt; return only the new text, special tokens removed.
 
-        Greedy unless ``kwargs`` say otherwise (they go to ``model.generate``); stops at the tokenizer's
-        EOS. Prompts are used as given (``add_special_tokens=False``): a chat-rendered prompt already
+        Greedy unless ``kwargs`` say otherwise (they go to ``model.generate``); stops at any of
+        ``stop_token_ids``. Prompts are used as given (``add_special_tokens=False``): a chat-rendered prompt already
         carries its BOS. Batches are left-padded so every row's new tokens start at the same column.
         """
         import torch
@@ -164,7 +177,7 @@ class EvalContext:
             max_new_tokens=max_new_tokens if max_new_tokens is not None else self.max_new_tokens,
             do_sample=False,
             use_cache=True,
-            eos_token_id=tok.eos_token_id,
+            eos_token_id=self.stop_token_ids,
             pad_token_id=pad_id,
         )
         options.update(kwargs)
@@ -269,6 +282,8 @@ def run_evaluators(
     max_new_tokens: int = 64,
     on_batch: OnBatch | None = None,
     output_dir: Path | None = None,
+    stop_token_ids: list[int] | None = None,
+    final_answer: Callable[[str], str] | None = None,
 ) -> EvalResult:
     """Run each evaluator on its own context. An evaluator's exception propagates: the caller decides.
 
@@ -288,6 +303,8 @@ def run_evaluators(
             max_new_tokens=max_new_tokens,
             on_batch=on_batch,
             output_dir=output_dir,
+            stop_token_ids=stop_token_ids,
+            final_answer=final_answer,
         )
         metrics = evaluator.evaluate(ctx)
         for metric, value in metrics.items():
@@ -308,6 +325,14 @@ def _model_device(model: Any) -> Any:
         return next(model.parameters()).device
     except (AttributeError, StopIteration):
         return "cpu"
+
+
+def _default_stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS and the model's declared EOS ids (Gemma, Llama 3 and Phi-3 declare their end-of-turn too)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += [declared] if isinstance(declared, int) else list(declared or [])
+    return list(dict.fromkeys(ids))
 
 
 def _pad_id(tokenizer: Any) -> int:

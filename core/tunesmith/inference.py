@@ -47,6 +47,14 @@ class Session:
     history: list[dict[str, str]] = field(default_factory=list)
 
     @property
+    def chat(self) -> Any:
+        """The active run's chat rendering: its saved template under its ``template`` policy."""
+        from tunesmith.chat import ChatFormat, ChatPolicy
+
+        run = self.runs.get(self.active) or next(iter(self.runs.values()))
+        return ChatFormat(self.tokenizer, ChatPolicy.from_config(run.resolved.config.template))
+
+    @property
     def names(self) -> list[str]:
         return [*self.runs, BASE] if self._is_peft else list(self.runs)
 
@@ -59,7 +67,7 @@ class Session:
         if name not in self.names:
             raise TunesmithError(f"no adapter named '{name}'", details=[f"loaded: {', '.join(self.names)}"])
         if name != BASE and self._is_peft:
-            self.model.set_adapter(name)
+            self.model.set_adapter(adapter_name(name))
         self.active = name
 
     def generate(
@@ -79,7 +87,13 @@ class Session:
         return answer
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        """The generation prompt for ``messages``, as the run rendered prompts in training and evaluation."""
+        from tunesmith.components import InvalidRecord
+
+        try:
+            return self.chat.prompt(messages)
+        except InvalidRecord as e:
+            raise TunesmithError(e.message) from None
 
     @staticmethod
     def _system(system: str | None) -> list[dict[str, str]]:
@@ -88,7 +102,14 @@ class Session:
     def _generate(self, rendered: list[str], max_new_tokens: int) -> list[str]:
         from tunesmith.evaluation import EvalContext
 
-        ctx = EvalContext(self.model, self.tokenizer, [], max_new_tokens=max_new_tokens)
+        chat = self.chat
+        ctx = EvalContext(
+            self.model,
+            self.tokenizer,
+            [],
+            max_new_tokens=max_new_tokens,
+            stop_token_ids=chat.stop_token_ids(self.model),
+        )
         if self.active == BASE and self._is_peft:
             with self.model.disable_adapter():
                 return ctx.generate(rendered)
@@ -102,8 +123,11 @@ def load_session(paths: list[Path], plugins: Plugins, *, active: str | None = No
     runs = [open_run(p, plugins) for p in paths]
     first = runs[0]
     names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        raise TunesmithError("two runs have the same directory name; adapters are named after it")
+    if len({adapter_name(n) for n in names}) != len(names):
+        raise TunesmithError(
+            "two runs have the same directory name (or names that differ only in '.'); adapters are named "
+            "after it"
+        )
     if len(runs) > 1:
         bases = {r.resolved.config.model.path for r in runs}
         if len(bases) > 1:
@@ -118,15 +142,23 @@ def load_session(paths: list[Path], plugins: Plugins, *, active: str | None = No
     model = first.resolved.method.load(base, str(first.run.final))
     if first.resolved.method.produces_adapter:
         # PeftModel.from_pretrained names the first adapter "default"; rename it to the run's name.
-        model.load_adapter(str(first.run.final), adapter_name=first.name)
-        model.set_adapter(first.name)
+        model.load_adapter(str(first.run.final), adapter_name=adapter_name(first.name))
+        model.set_adapter(adapter_name(first.name))
         model.delete_adapter("default")
         for r in runs[1:]:
-            model.load_adapter(str(r.run.final), adapter_name=r.name)
+            model.load_adapter(str(r.run.final), adapter_name=adapter_name(r.name))
     model.eval()
     session = Session(model, tokenizer, {r.name: r for r in runs}, active=first.name)
     session.use(active or first.name)
     return session
+
+
+def adapter_name(run_name: str) -> str:
+    """PEFT's name for a run's adapter: module names cannot hold '.', so ``qwen2.5-lora`` -> ``qwen2_5-lora``.
+
+    Two names that differ only there cannot be loaded together (``load_session`` refuses them).
+    """
+    return run_name.replace(".", "_")
 
 
 def merged_model_dir(path: Path, plugins: Plugins, log: Any = None) -> Path:

@@ -41,8 +41,12 @@ def model_path(cfg: ModelConfig, log: Any = None, plugins: Any = None) -> str:
     return cfg.path
 
 
-def load_tokenizer(cfg: ModelConfig, path: str) -> tuple[Any, list[str]]:
-    """The tokenizer with a pad token and a chat template; returns it with notes worth showing."""
+def load_tokenizer(cfg: ModelConfig, path: str, chat_template: str | None = None) -> tuple[Any, list[str]]:
+    """The tokenizer with a pad token and a chat template; returns it with notes worth showing.
+
+    ``chat_template`` (``template.chat_template``: a built-in name, file or inline Jinja) replaces the
+    tokenizer's own; the run saves the tokenizer, so inference renders with the same template.
+    """
     from transformers import AutoTokenizer
 
     notes = []
@@ -56,7 +60,11 @@ def load_tokenizer(cfg: ModelConfig, path: str) -> tuple[Any, list[str]]:
         # Padding is always masked out (labels -100 / separate segments), so EOS is a safe pad.
         tokenizer.pad_token = tokenizer.eos_token
         notes.append("the tokenizer has no pad token: using its EOS token for padding")
-    if not tokenizer.chat_template:
+    if chat_template:
+        from tunesmith.chat import resolve_template
+
+        tokenizer.chat_template = resolve_template(chat_template)
+    elif not tokenizer.chat_template:
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
         notes.append("the tokenizer has no chat template: using a ChatML-style one (saved with the run)")
     return tokenizer, notes

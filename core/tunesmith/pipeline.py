@@ -82,6 +82,7 @@ def tokenize_data(resolved: Resolved, tokenizer: Any, prepared: PreparedData) ->
     from tunesmith.data import tokenize_split
 
     d = resolved.config.data
+    chat = chat_format(resolved, tokenizer)
     for split, examples in prepared.examples.items():
         tokenized, bad, stats = tokenize_split(
             examples,
@@ -89,12 +90,20 @@ def tokenize_data(resolved: Resolved, tokenizer: Any, prepared: PreparedData) ->
             max_length=d.max_length,
             train_on_prompt=d.train_on_prompt,
             truncate=d.truncate,
+            chat=chat,
         )
         prepared.tokenized[split] = tokenized
         prepared.stats[split] = dataclasses.asdict(stats)
         prepared.dropped[split] = prepared.dropped.get(split, 0) + len(bad)
         prepared.problems.extend(bad)
     return prepared
+
+
+def chat_format(resolved: Resolved, tokenizer: Any) -> Any:
+    """How this run renders chats: the tokenizer's template under the config's ``template`` policy."""
+    from tunesmith.chat import ChatFormat, ChatPolicy
+
+    return ChatFormat(tokenizer, ChatPolicy.from_config(resolved.config.template))
 
 
 def training_rows(resolved: Resolved, tokenized: list[Any]) -> list[dict[str, Any]]:
@@ -133,12 +142,14 @@ def evaluate(
     from tunesmith.evaluation import run_evaluators, to_eval_examples
 
     e = resolved.config.evaluation
+    chat = chat_format(resolved, tokenizer)
+    stop = chat.stop_token_ids(model)
     metrics: dict[str, dict[str, float]] = {}
     samples: dict[str, Any] = {}
     errors: list[str] = []
     for split in evaluation_splits(resolved, prepared):
         examples = prepared.examples[split][: e.max_examples or None]
-        eval_examples = to_eval_examples(examples, tokenizer)
+        eval_examples = to_eval_examples(examples, tokenizer, chat)
         metrics[split], samples[split] = {}, {}
         for evaluator in resolved.evaluators:
             with ui.progress(f"{label}: {evaluator.name} on {split}", None) as update:
@@ -160,6 +171,8 @@ def evaluate(
                         max_new_tokens=e.max_new_tokens,
                         output_dir=output_dir,
                         on_batch=on_batch,
+                        stop_token_ids=stop,
+                        final_answer=chat.final_answer if e.strip_reasoning else None,
                     )
                 except Exception as exc:  # noqa: BLE001 - see docstring
                     errors.append(
@@ -191,7 +204,7 @@ def prepare(
     prepared = read_data(resolved)
     ui.step("Loading tokenizer")
     path = model_path(resolved.config.model, log=ui.note, plugins=plugins)
-    tokenizer, notes = load_tokenizer(resolved.config.model, path)
+    tokenizer, notes = load_tokenizer(resolved.config.model, path, resolved.config.template.chat_template)
     for note in notes:
         ui.warn(note)
     prepared = tokenize_data(resolved, tokenizer, prepared)
