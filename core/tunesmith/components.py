@@ -193,6 +193,12 @@ class Method(Component):
         """Return the model to train (wrapped or with parameters frozen)."""
         raise NotImplementedError
 
+    def report(self, model: Any) -> tuple[list[str], list[str]]:
+        """``(notes, warnings)`` worth showing once :meth:`apply` returned ``model``: what the method
+        adapted, and what it left out or changed (e.g. targets that matched only part of the network).
+        The run prints them; the default says nothing."""
+        return [], []
+
     def save(self, model: Any, path: str) -> None:
         """Write the trained artifact in Hugging Face format."""
         model.save_pretrained(path)

@@ -340,6 +340,11 @@ def _train_and_evaluate(
     ui.step(f"Applying method '{method.name}'")
     set_seed(cfg.training.seed)
     model = method.apply(model)
+    notes, warnings = method.report(model)
+    for note in notes:
+        ui.note(note)
+    for warning in warnings:
+        ui.warn(warning)
     trainable, total = count_parameters(model)
     ui.note(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.4f}%)")
 

@@ -17,7 +17,8 @@ Outside pytest (a CLI command, a notebook)::
     print(format_results(results))
     assert all(r.ok for r in results)
 
-The checks, in order (``CHECKS``), all on a small random Llama from :mod:`tunesmith.tiny`:
+The checks, in order (``CHECKS``), all on a small random Llama from :mod:`tunesmith.tiny`, or on any
+saved model directory given as ``model_dir`` (a small Qwen3 or Mixtral, say):
 
 ``loss_decreases``
     ``train_steps`` (40) AdamW steps on a fixed batch of four copy-pattern rows, no weight decay, lr
@@ -115,6 +116,9 @@ class Settings:
     tie_atol: float = 1e-4  # generate: top-2 logits this close are a tie
     max_new_tokens: int = 8
     threads: int | None = 1  # torch threads while a check runs (a tiny model is fastest on one)
+    #: A saved model directory (any architecture, with its tokenizer) to check the method on instead of
+    #: the random tiny Llama, e.g. a small Qwen3 or Mixtral; ``model_overrides`` then do not apply.
+    model_dir: str | Path | None = None
 
 
 @dataclass(frozen=True)
@@ -269,12 +273,25 @@ class Conformance:
 
     @property
     def tokenizer(self) -> Any:
-        from tunesmith.tiny import build_tokenizer
+        def build() -> Any:
+            if self.settings.model_dir is None:
+                from tunesmith.tiny import build_tokenizer
 
-        return self._once("tokenizer", build_tokenizer)
+                return build_tokenizer()
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self.settings.model_dir)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            return tok
+
+        return self._once("tokenizer", build)
 
     @property
     def base_dir(self) -> Path:
+        if self.settings.model_dir is not None:
+            return Path(self.settings.model_dir)
+
         def build() -> Path:
             from tunesmith.tiny import build_random_model
 
@@ -306,13 +323,19 @@ class Conformance:
             import torch
 
             tok = self.tokenizer
-            rows = [[tok.bos_token_id, *tok.encode(t, add_special_tokens=False)] for t in self._rows]
+            rows = [[*self._bos, *tok.encode(t, add_special_tokens=False)] for t in self._rows]
             width = max(len(r) for r in rows)
             ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
             return ids, mask
 
         return self._once("batch", build)
+
+    @property
+    def _bos(self) -> list[int]:
+        """The BOS id to start rows with, or none (Qwen tokenizers have no BOS)."""
+        bos = self.tokenizer.bos_token_id
+        return [bos] if bos is not None else []
 
     @property
     def _rows(self) -> list[str]:
@@ -491,7 +514,7 @@ class Conformance:
         s, tok, model = self.settings, self.tokenizer, self.trained.model
         words = [row.split(" ")[0] for row in self._rows[:3]]
         texts = [f"{word} {word[:i]}" for i, word in enumerate(words)]  # 3 prompts, 3 lengths
-        prompts = [[tok.bos_token_id, *tok.encode(t, add_special_tokens=False)] for t in texts]
+        prompts = [[*self._bos, *tok.encode(t, add_special_tokens=False)] for t in texts]
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -651,6 +674,7 @@ if pytest is not None:
         tie_atol: ClassVar[float] = Settings.tie_atol
         max_new_tokens: ClassVar[int] = Settings.max_new_tokens
         threads: ClassVar[int | None] = Settings.threads
+        model_dir: ClassVar[str | Path | None] = None
 
         @classmethod
         def conformance_settings(cls) -> Settings:

@@ -18,6 +18,7 @@ class Dora(Lora):
     """
 
     name = "dora"
+    adapts_experts: ClassVar[bool] = False
     default_learning_rate: ClassVar[float] = 2e-4
     usual_learning_rates: ClassVar[tuple[float, float]] = (5e-5, 1e-3)
 

@@ -63,6 +63,16 @@ class IA3(Method):
         except ValueError as exc:  # PEFT: "Target modules ... not found in the base model"
             raise TunesmithError(f"method 'ia3': {str(exc).splitlines()[0]}") from None
 
+    def report(self, model: Any) -> tuple[list[str], list[str]]:
+        from tunesmith_plugins.methods.targets import coverage
+
+        defaults = self.Config()
+        explicit = (self.config.target_modules, self.config.feedforward_modules) != (
+            defaults.target_modules,
+            defaults.feedforward_modules,
+        )
+        return coverage(self.name, model, explicit=explicit)
+
     def load(self, base_model: Any, path: str) -> Any:
         from peft import PeftModel
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tunesmith import Method, hookimpl, option
+from tunesmith import Method, TunesmithError, hookimpl, option
+from tunesmith_plugins.methods.targets import coverage, expert_parameters, linear_leaves, routers
 
 
 class Lora(Method):
@@ -16,6 +17,8 @@ class Lora(Method):
     """
 
     name = "lora"
+    #: Whether the method can adapt 3-D MoE expert parameters (PEFT's ParamWrapper; not with DoRA).
+    adapts_experts: ClassVar[bool] = True
     default_learning_rate: ClassVar[float] = 2e-4
     usual_learning_rates: ClassVar[tuple[float, float]] = (5e-5, 1e-3)
 
@@ -33,6 +36,17 @@ class Lora(Method):
         modules_to_save: list[str] | None = option(
             None, help="Extra modules trained fully and saved with the adapter (e.g. [lm_head, embed_tokens])"
         )
+        target_parameters: list[str] | None = option(
+            None,
+            help="MoE: 3-D expert parameters to adapt, e.g. [mlp.experts.gate_up_proj, mlp.experts.down_proj] "
+            "(with target_modules: [] only the experts train); default: every expert parameter when "
+            "target_modules is all-linear",
+        )
+        router: bool = option(False, help="MoE: also adapt the router (mlp.gate); usually left frozen")
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.changes: list[str] = []
 
     def peft_config(self, model: Any = None) -> Any:
         """The PEFT config; for a sequence classifier (a reward model) the task is SEQ_CLS and the new,
@@ -43,6 +57,13 @@ class Lora(Method):
 
         c = self.config
         task_type, modules_to_save = TaskType.CAUSAL_LM, c.modules_to_save
+        targets, parameters = self._targets(model)
+        dropout = c.dropout
+        if parameters and dropout:
+            self.changes.append(
+                f"dropout {dropout:g} -> 0: PEFT applies no dropout to expert parameters (ParamWrapper)"
+            )
+            dropout = 0.0
         if model is not None and is_sequence_classifier(model):
             task_type = TaskType.SEQ_CLS
             head = classification_head(model)
@@ -52,17 +73,52 @@ class Lora(Method):
             task_type=task_type,
             r=c.r,
             lora_alpha=c.alpha,
-            lora_dropout=c.dropout,
-            target_modules=c.target_modules,
+            lora_dropout=dropout,
+            target_modules=targets,
+            target_parameters=parameters or None,
             bias=c.bias,
             use_rslora=c.use_rslora,
             modules_to_save=modules_to_save,
         )
 
+    def _targets(self, model: Any) -> tuple[Any, list[str]]:
+        """``(target_modules, target_parameters)``; on an MoE model ``all-linear`` is resolved here (see
+        :mod:`tunesmith_plugins.methods.targets`) so the router stays out unless asked for."""
+        c = self.config
+        targets, parameters = c.target_modules, list(c.target_parameters or [])
+        experts = expert_parameters(model) if model is not None else []
+        if experts and targets == "all-linear":
+            head = ("lm_head", "score", "classifier")
+            targets = linear_leaves(model, exclude=head)
+            if c.target_parameters is None and self.adapts_experts:
+                parameters = experts
+            elif c.target_parameters is None:
+                self.changes.append(
+                    f"the 3-D expert parameters ({', '.join(experts)}) stay frozen: method '{self.name}' "
+                    "cannot adapt them (PEFT's ParamWrapper)"
+                )
+        if experts and c.router:
+            parameters += routers(model)
+        if parameters and not self.adapts_experts:
+            raise TunesmithError(
+                f"method '{self.name}' cannot adapt expert parameters ({', '.join(parameters)}): PEFT's "
+                "ParamWrapper does not support it; use method 'lora', or leave target_parameters unset"
+            )
+        return targets, parameters
+
     def apply(self, model: Any) -> Any:
         from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config(model))
+        self.changes = []
+        try:
+            return get_peft_model(model, self.peft_config(model))
+        except ValueError as e:  # PEFT: nothing matched the targets
+            raise TunesmithError(f"method '{self.name}': {e}") from None
+
+    def report(self, model: Any) -> tuple[list[str], list[str]]:
+        explicit = self.config.target_modules != "all-linear" or any("stay frozen" in c for c in self.changes)
+        notes, warnings = coverage(self.name, model, explicit=explicit)
+        return notes, [*self.changes, *warnings]
 
     def load(self, base_model: Any, path: str) -> Any:
         from peft import PeftModel

@@ -85,9 +85,23 @@ class QLora(Lora):
                 "(Method.model_load_kwargs); this one is not quantised — use method 'lora' instead"
             )
         on_gpu = any(p.device.type != "cpu" for p in model.parameters())
+        self.quantized_share = _quantized_share(model)
         # Gradient checkpointing costs ~30 % speed for memory; on CPU memory is rarely the limit.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=on_gpu)
+        self.changes = []
         return get_peft_model(model, self.peft_config(model))
+
+    def report(self, model: Any) -> tuple[list[str], list[str]]:
+        notes, warnings = super().report(model)
+        share = getattr(self, "quantized_share", None)
+        if share is not None:
+            line = (
+                f"qlora quantised {share:.0%} of the base parameters to {self.config.bits} bits; the rest "
+                "(embeddings, norms, and any MoE experts: bitsandbytes quantises only nn.Linear) stays in "
+                "full precision"
+            )
+            (warnings if share < 0.5 else notes).append(line)
+        return notes, warnings
 
     def merge(self, model: Any) -> Any:
         """Dequantise each base weight, add its LoRA update in fp32, and return a plain model.
@@ -107,6 +121,8 @@ class QLora(Lora):
         dtype = base.get_input_embeddings().weight.dtype
         adapters = list(model.active_adapters)
         for name, module in list(base.named_modules()):
+            if type(module).__name__ == "ParamWrapper":
+                continue  # MoE experts: never quantised, merged by PEFT below
             if isinstance(module, LoraLayer):
                 if any(module.use_dora.get(a, False) for a in adapters):
                     raise TunesmithError("method 'qlora' cannot merge a DoRA adapter on a quantised base")
@@ -121,11 +137,22 @@ class QLora(Lora):
         for name, module in list(base.named_modules()):
             if _is_bnb_linear(module):  # quantised layers LoRA did not target
                 base.set_submodule(name, _linear(module, _dense_weight(module), dtype))
+        if any(type(m).__name__ == "ParamWrapper" for m in base.modules()):
+            base = model.merge_and_unload()
         quantizer = getattr(base, "hf_quantizer", None)
         if quantizer is not None:
             quantizer.remove_quantization_config(base)
         base.config.dtype = dtype
         return base
+
+
+def _quantized_share(model: Any) -> float:
+    """Fraction of the model's parameters (by count) held in bitsandbytes-quantised linear layers."""
+    layers = [m for m in model.modules() if _is_bnb_linear(m)]
+    packed = {id(m.weight) for m in layers}
+    quantized = sum(m.in_features * m.out_features for m in layers)
+    rest = sum(p.numel() for p in model.parameters() if id(p) not in packed)
+    return quantized / (quantized + rest) if quantized + rest else 0.0
 
 
 def _is_bnb_linear(module: Any) -> bool:
