@@ -80,7 +80,7 @@ def test_data_check_shows_stats_and_a_rendered_example(run_config):
     result = cli("data", "check", str(run_config()))
     assert result.exit_code == 0, result.output
     assert "train" in result.output and "test" in result.output and "48" in result.output
-    assert "Training example (" in result.output and "Upper-case the word." in result.output
+    assert "Training example" in result.output and "Upper-case the word." in result.output
 
 
 def test_config_typo_gets_did_you_mean(run_config):

@@ -236,5 +236,6 @@ def test_a_run_and_generate_on_each_family(name: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / run_name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["tuned"]["test"]["perplexity/perplexity"] > 1
+    assert json.loads((run_dir / "manifest.json").read_text())["thinking"] is False  # no reasoning in data
     generated = cli("generate", str(run_dir), "-p", "2+2?", "--system", "Be brief.", "--max-new-tokens", "3")
     assert generated.exit_code == 0, generated.output

@@ -72,8 +72,8 @@ def test_eos_is_added_when_the_template_omits_it() -> None:
 
 def test_a_turn_that_cannot_be_located_is_a_problem_of_its_record() -> None:
     tok = build_tokenizer()
-    # Puts the number of turns first: no rendering of the answer follows its generation prompt.
-    tok.chat_template = "{{ messages|length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    # Renders only the number of turns: neither the answer nor the prompt's messages appear in it.
+    tok.chat_template = "{{ messages|length }}"
     with pytest.raises(InvalidRecord, match="cannot locate assistant turn 1"):
         tokenize_example(chat(("user", "q"), ("assistant", "a")), tok, max_length=64)
     _, problems, _ = tokenize_split(

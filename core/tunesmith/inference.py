@@ -52,7 +52,10 @@ class Session:
         from tunesmith.chat import ChatFormat, ChatPolicy
 
         run = self.runs.get(self.active) or next(iter(self.runs.values()))
-        return ChatFormat(self.tokenizer, ChatPolicy.from_config(run.resolved.config.template))
+        policy = ChatPolicy.from_config(run.resolved.config.template)
+        if policy.thinking == "auto":  # prompt as training rendered its chats
+            policy.thinking = "on" if run.run.manifest().get("thinking") else "off"
+        return ChatFormat(self.tokenizer, policy)
 
     @property
     def names(self) -> list[str]:

@@ -237,6 +237,11 @@ def run(
         tokenizer_hash=hash_tokenizer(tokenizer),
         model=cfg.model.path,
     )
+    # Whether training chats were rendered with thinking on: generate and chat prompt the same way.
+    chat = chat_format(resolved, tokenizer)
+    manifest["thinking"] = any(
+        chat.thinking_for(chat.prepare(ex.messages)) for ex in prepared.examples["train"] if ex.messages
+    )
     config_dict = resolved.to_dict()
     if resume is not None:
         run_dir, resume_from = _check_resume(Path(resume), config_dict, manifest)

@@ -14,6 +14,8 @@ from typing import Any
 from tunesmith import Example, Formatter, InvalidRecord, Record, hookimpl, option
 
 ROLES = ("system", "user", "assistant")
+#: Fields holding an assistant turn's reasoning (OpenAI-compatible servers and Qwen3 use these names).
+REASONING_FIELDS = ("reasoning", "reasoning_content")
 # Role names other chat formats use (ShareGPT, Gemini), for the did-you-mean hint.
 ROLE_ALIASES = {
     "human": "user",
@@ -82,7 +84,8 @@ class ChatFormatter(Formatter):
     """OpenAI-style chats: a list of {role, content} turns ending with the assistant's answer.
 
     Roles are system, user and assistant; every assistant turn is trained on. A conversation must end
-    with an assistant turn, and no turn may be empty.
+    with an assistant turn, and no turn may be empty. An assistant turn may carry its reasoning in a
+    `reasoning` (or `reasoning_content`) field, or inline as `<think>...</think>` before the answer.
     """
 
     name = "chat"
@@ -127,9 +130,18 @@ def _turn(turn: Any, where: str) -> dict[str, str]:
                 f"unknown role '{role}' (expected one of {', '.join(ROLES)}){hint}", field="role"
             )
         content = _string(turn, "content", what="completion" if role == "assistant" else "content")
+        reasoning = ""
+        for key in REASONING_FIELDS:
+            if key in turn and turn[key] is not None:
+                if role != "assistant":
+                    raise InvalidRecord("only assistant turns carry reasoning", field=key)
+                reasoning = _string(turn, key, what="reasoning")
     except InvalidRecord as e:
         raise InvalidRecord(e.message, field=f"{where}.{e.field}") from None
-    return {"role": role, "content": content}
+    message = {"role": role, "content": content}
+    if reasoning:
+        message["reasoning"] = reasoning  # rendered as a think block (see template.thinking)
+    return message
 
 
 class TextFormatter(Formatter):
