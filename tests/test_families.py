@@ -239,3 +239,32 @@ def test_a_run_and_generate_on_each_family(name: str, tmp_path: Path) -> None:
     assert json.loads((run_dir / "manifest.json").read_text())["thinking"] is False  # no reasoning in data
     generated = cli("generate", str(run_dir), "-p", "2+2?", "--system", "Be brief.", "--max-new-tokens", "3")
     assert generated.exit_code == 0, generated.output
+
+
+# ------------------------------------------------------------------------------- template override
+
+
+def test_template_override_by_name_file_or_inline(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from tunesmith.chat import builtin_templates
+    from tunesmith.config import ModelConfig, resolve
+    from tunesmith.errors import TunesmithError
+    from tunesmith.models import load_tokenizer
+    from tunesmith.plugins import Plugins
+
+    cfg = ModelConfig(path=str(tiny_model_dir))
+    assert {"chatml", "qwen3", "llama-3.1", "mistral-v3"} <= set(builtin_templates())
+    by_name, _ = load_tokenizer(cfg, str(tiny_model_dir), "chatml")
+    assert by_name.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == (
+        "<|im_start|>user\nhi<|im_end|>\n"
+    )
+    jinja = tmp_path / "mine.jinja"
+    jinja.write_text("{% for m in messages %}[{{ m['content'] }}]{% endfor %}")
+    from_file, _ = load_tokenizer(cfg, str(tiny_model_dir), str(jinja))
+    inline, _ = load_tokenizer(cfg, str(tiny_model_dir), jinja.read_text())
+    for tok in (from_file, inline):
+        assert tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "[hi]"
+
+    data = {"data": {"train": {"name": "jsonl", "path": "x.jsonl"}}, "template": {"chat_template": "qwen-3"}}
+    with pytest.raises(TunesmithError) as error:
+        resolve(data, Plugins())
+    assert "did you mean 'qwen3'?" in str(error.value)
