@@ -90,7 +90,7 @@ def builtin_templates() -> list[str]:
     return sorted(p.stem for p in TEMPLATES_DIR.glob("*.jinja"))
 
 
-def resolve_template(value: str, base: Path | None = None) -> str:
+def resolve_template(value: str) -> str:
     """A template given as a built-in name, a ``.jinja`` file path, or inline Jinja, as Jinja text."""
     if "{{" in value or "{%" in value:
         return value
@@ -98,8 +98,6 @@ def resolve_template(value: str, base: Path | None = None) -> str:
     if named.is_file():
         return named.read_text(encoding="utf-8")
     path = Path(value)
-    if not path.is_absolute() and base is not None:
-        path = base / path
     if path.is_file():
         return path.read_text(encoding="utf-8")
     import difflib
@@ -328,15 +326,15 @@ class ChatFormat:
 
     def stop_token_ids(self, model: Any = None) -> list[int]:
         """Every id that ends generation: EOS, the model's declared EOS ids, the template's end-of-turn."""
-        ids: list[int] = []
-        if self.tokenizer.eos_token_id is not None:
-            ids.append(self.tokenizer.eos_token_id)
-        declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        if isinstance(declared, int):
-            declared = [declared]
-        ids += list(declared or [])
-        ids += self.end_of_turn_ids()
-        return list(dict.fromkeys(ids))
+        return list(dict.fromkeys([*declared_stop_ids(model, self.tokenizer), *self.end_of_turn_ids()]))
+
+
+def declared_stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS and the model's declared EOS ids (Gemma, Llama 3 and Phi-3 declare their end-of-turn too)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += [declared] if isinstance(declared, int) else list(declared or [])
+    return list(dict.fromkeys(ids))
 
 
 def _anchor(prompt: str, rendering: str, previous: str) -> int | None:

@@ -137,7 +137,11 @@ class EvalContext:
         self.on_batch = on_batch
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.samples: list[dict[str, Any]] = []
-        self.stop_token_ids = stop_token_ids or _default_stop_ids(model, tokenizer)
+        if not stop_token_ids:
+            from tunesmith.chat import declared_stop_ids
+
+            stop_token_ids = declared_stop_ids(model, tokenizer)
+        self.stop_token_ids = stop_token_ids
         self.final_answer = final_answer
 
     # ------------------------------------------------------------------------------------ helpers
@@ -325,14 +329,6 @@ def _model_device(model: Any) -> Any:
         return next(model.parameters()).device
     except (AttributeError, StopIteration):
         return "cpu"
-
-
-def _default_stop_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS and the model's declared EOS ids (Gemma, Llama 3 and Phi-3 declare their end-of-turn too)."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids += [declared] if isinstance(declared, int) else list(declared or [])
-    return list(dict.fromkeys(ids))
 
 
 def _pad_id(tokenizer: Any) -> int:
