@@ -18,7 +18,7 @@ setup: $(STAMP)
 
 # The built-in tiny model is built and pre-trained once (about a minute), then cached.
 tiny: setup
-	$(BIN)/python -c "from tunesmith.tiny import ensure_tiny_model; print(ensure_tiny_model(log=print))"
+	$(BIN)/python -c "from tunesmith_plugins.models.tiny import ensure_tiny_model; print(ensure_tiny_model(log=print))"
 
 demo: tiny
 	$(BIN)/tunesmith run examples/dates/demo.yaml --overwrite

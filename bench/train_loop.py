@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from tunesmith.components import Example
-from tunesmith.config import TrainingConfig
+from tunesmith import Device, TrainContext
 from tunesmith.data import Collator, pack, tokenize_split
+from tunesmith.examples import Example
 from tunesmith.plugins import Plugins
-from tunesmith.tiny import build_random_model, build_tokenizer
-from tunesmith.training import Device, TrainContext
+from tunesmith.schema import TrainingConfig
+from tunesmith.testing.models import build_random_model, build_tokenizer
 
 WARMUP = 3
 

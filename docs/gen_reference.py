@@ -70,8 +70,8 @@ def builtin_plugins() -> Any:
 
 
 def options_table(cls: type, prefix: str = "") -> list[str]:
-    from tunesmith.config import describe_type
-    from tunesmith.plugins import KIND_LABELS
+    from tunesmith.coerce import describe_type
+    from tunesmith.kinds import KIND
 
     fields = [f for f in dataclasses.fields(cls) if f.init]
     if not fields:
@@ -81,7 +81,7 @@ def options_table(cls: type, prefix: str = "") -> list[str]:
     for f in fields:
         kind = f.metadata.get("component")
         if kind:
-            label = KIND_LABELS[kind]
+            label = KIND[kind].label
             type_text = f"list of {label}s" if f.metadata.get("many") else label
         elif dataclasses.is_dataclass(hints[f.name]):
             type_text = "section"
@@ -94,9 +94,8 @@ def options_table(cls: type, prefix: str = "") -> list[str]:
 
 
 def configuration() -> str:
-    from tunesmith.components import KINDS
-    from tunesmith.config import RunConfig
-    from tunesmith.plugins import KIND_LABELS
+    from tunesmith.kinds import KINDS
+    from tunesmith.schema import RunConfig
 
     plugins = builtin_plugins()
     out = [
@@ -146,11 +145,11 @@ def configuration() -> str:
         "",
     ]
     for kind in KINDS:
-        label = KIND_LABELS[kind]
-        out += [f"### {label.capitalize()}s", ""]
-        for name, cls in sorted(plugins.components[kind].items()):
+        out += [f"### {kind.label.capitalize()}s", ""]
+        for name, cls in sorted(plugins.components[kind.name].items()):
             doc = rst_to_md(inspect.cleandoc(cls.__doc__ or ""))
-            out += [f"#### `{name}`", "", doc, "", *options_table(cls.Config), ""]
+            default = " (the default)" if vars(cls).get("default") is True else ""
+            out += [f"#### `{name}`{default}", "", doc, "", *options_table(cls.Config), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -12,7 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A randomly initialised tiny Llama + the byte-level tokenizer, saved like a hub model."""
-    from tunesmith.tiny import build_random_model, build_tokenizer
+    from tunesmith.testing.models import build_random_model, build_tokenizer
 
     path = tmp_path_factory.mktemp("tiny-model")
     tokenizer = build_tokenizer()

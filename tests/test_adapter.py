@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tunesmith import TunesmithError
-from tunesmith.tiny import build_random_model, build_tokenizer
+from tunesmith.testing.models import build_random_model, build_tokenizer
 from tunesmith_plugins.methods.adapter import Adapter, load_adapters
 
 HIDDEN, LAYERS = 128, 4  # the tiny config's sizes

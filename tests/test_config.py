@@ -29,13 +29,16 @@ def errors_of(data, plugins) -> str:
 def test_minimal_config_gets_defaults(plugins):
     resolved = resolve(base(), plugins)
     assert resolved.method.name == "lora" and resolved.objective.name == "sft"
-    assert [e.name for e in resolved.evaluators] == ["perplexity", "exact-match"]
-    assert resolved.config.training.learning_rate == pytest.approx(2e-4)  # LoRA's default
+    assert [e.name for e in resolved.evaluators] == [
+        "exact-match",
+        "perplexity",
+    ]  # built-in defaults, by plugin name
+    assert resolved.training.learning_rate == pytest.approx(2e-4)  # LoRA's default
 
 
 def test_full_finetuning_gets_a_smaller_learning_rate(plugins):
     resolved = resolve(base(method={"name": "full"}), plugins)
-    assert 1e-5 <= resolved.config.training.learning_rate <= 5e-5
+    assert 1e-5 <= resolved.training.learning_rate <= 5e-5
 
 
 def test_misspelled_key_gets_did_you_mean(plugins):
@@ -82,7 +85,7 @@ def test_overrides_coerce_types(plugins):
         ],
     )
     resolved = resolve(data, plugins)
-    assert resolved.config.training.learning_rate == pytest.approx(1e-4)
+    assert resolved.training.learning_rate == pytest.approx(1e-4)
     assert resolved.method.config.r == 8 and resolved.config.data.packing is False
     assert resolved.config.evaluation.splits == ["test", "validation"]
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from tunesmith import Evaluator, Example, TunesmithError, option
-from tunesmith.evaluation import EvalContext, EvalExample, EvalResult, run_evaluators, to_eval_examples
-from tunesmith.tiny import build_random_model, build_tokenizer
+from tunesmith import EvalContext, EvalExample, Evaluator, Example, TunesmithError, option
+from tunesmith.evaluation import EvalResult, run_evaluators, to_eval_examples
+from tunesmith.testing.models import build_random_model, build_tokenizer
 from tunesmith_plugins.evaluators import exact_match, perplexity
 from tunesmith_plugins.evaluators.exact_match import ExactMatch
 from tunesmith_plugins.evaluators.perplexity import Perplexity
@@ -306,7 +306,7 @@ class PromptLength(Evaluator):
         outputs = ctx.generate([ex.prompt for ex in ctx.examples], max_new_tokens=3)
         ctx.record_samples([{"prompt": ctx.examples[0].prompt, "prediction": outputs[0]}])
         return {
-            "mean_chars": sum(len(o) for o in outputs) / len(outputs) / ctx.config.unit,
+            "mean_chars": sum(len(o) for o in outputs) / len(outputs) / self.config.unit,
             "label_is_base": ctx.label == "base",
         }
 

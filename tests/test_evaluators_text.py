@@ -5,6 +5,7 @@ The evaluators are handed a stub context: they may only use the ``EvalContext`` 
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from pathlib import Path
@@ -17,10 +18,10 @@ from tunesmith import Example, TunesmithError
 from tunesmith.cli import cli
 from tunesmith.evaluation import EvalContext, EvalExample, to_eval_examples
 from tunesmith.plugins import Plugins
-from tunesmith.review import import_ratings
 from tunesmith_plugins.evaluators.accuracy import Accuracy, normalize_answer
 from tunesmith_plugins.evaluators.bleu import Bleu
 from tunesmith_plugins.evaluators.human_review import HumanReview
+from tunesmith_plugins.evaluators.review_sheet import import_ratings
 from tunesmith_plugins.evaluators.rouge import Rouge
 
 REFERENCES = [
@@ -189,7 +190,7 @@ def test_multiple_choice_errors():
 
 
 def test_choices_travel_from_example_to_eval_example():
-    from tunesmith.tiny import build_tokenizer
+    from tunesmith.testing.models import build_tokenizer
 
     chat = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
     (ex,) = to_eval_examples([Example(messages=chat, choices=["3", "4", "5"])], build_tokenizer())
@@ -197,7 +198,7 @@ def test_choices_travel_from_example_to_eval_example():
 
 
 def test_multiple_choice_with_a_tiny_model_follows_ctx_score():
-    from tunesmith.tiny import build_random_model, build_tokenizer
+    from tunesmith.testing.models import build_random_model, build_tokenizer
 
     tok = build_tokenizer()
     model = build_random_model(tok, seed=5).eval()
@@ -212,7 +213,7 @@ def test_multiple_choice_with_a_tiny_model_follows_ctx_score():
     )
     for length_normalize in (False, True):
         cfg = Accuracy.Config(mode="multiple-choice", length_normalize=length_normalize)
-        ctx = EvalContext(model, tok, examples, cfg, batch_size=2)
+        ctx = EvalContext(model, tok, examples, batch_size=2)
         metrics = Accuracy(cfg).evaluate(ctx)
         expected_hits = 0
         for ex, sample in zip(examples, ctx.samples, strict=True):
@@ -224,7 +225,7 @@ def test_multiple_choice_with_a_tiny_model_follows_ctx_score():
         assert metrics["accuracy"] == pytest.approx(expected_hits / len(examples))
     # A ten-word choice costs far more log-probability in total than one word: never picked.
     cfg = Accuracy.Config(mode="multiple-choice", show=10)
-    ctx = EvalContext(model, tok, examples, cfg)
+    ctx = EvalContext(model, tok, examples)
     Accuracy(cfg).evaluate(ctx)
     assert ctx.samples[0]["prediction"] != questions[0][1][2]
 
@@ -323,7 +324,7 @@ def test_human_review_keeps_every_split_on_one_sheet(tmp_path):
 
 def test_run_evaluators_hands_the_output_dir_to_the_context(tmp_path):
     from tunesmith.evaluation import run_evaluators
-    from tunesmith.tiny import build_random_model, build_tokenizer
+    from tunesmith.testing.models import build_random_model, build_tokenizer
 
     tok = build_tokenizer()
     model = build_random_model(tok, seed=1).eval()
@@ -343,7 +344,24 @@ def test_run_evaluators_hands_the_output_dir_to_the_context(tmp_path):
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), obj=Plugins(), catch_exceptions=False)
+    """Run the CLI as ``tunesmith.cli.main`` builds it: the built-in group plus the plugins' commands."""
+    plugins = Plugins()
+    group = copy.copy(cli)
+    group.commands = dict(cli.commands)
+    plugins.add_commands(group)
+    return CliRunner().invoke(group, list(args), obj=plugins, catch_exceptions=False)
+
+
+def test_review_import_is_a_command_of_the_human_review_plugin(monkeypatch):
+    assert "review" not in cli.commands  # the core group knows nothing of review sheets
+    result = invoke("--help")
+    assert result.exit_code == 0 and "review" in result.output.split()
+    assert "import" in invoke("review", "--help").output
+    monkeypatch.setenv("TUNESMITH_DISABLE_PLUGINS", "human-review")
+    result = invoke("--help")
+    assert result.exit_code == 0 and "compare" in result.output.split()
+    assert "review" not in result.output.split()
+    assert invoke("review", "import", "run", "rated.csv").exit_code == 2  # click: no such command
 
 
 def fill(out: Path, choose, path: Path) -> Path:

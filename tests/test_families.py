@@ -246,10 +246,11 @@ def test_a_run_and_generate_on_each_family(name: str, tmp_path: Path) -> None:
 
 def test_template_override_by_name_file_or_inline(tmp_path: Path, tiny_model_dir: Path) -> None:
     from tunesmith.chat import builtin_templates
-    from tunesmith.config import ModelConfig, resolve
+    from tunesmith.config import resolve
     from tunesmith.errors import TunesmithError
     from tunesmith.models import load_tokenizer
     from tunesmith.plugins import Plugins
+    from tunesmith.schema import ModelConfig
 
     cfg = ModelConfig(path=str(tiny_model_dir))
     assert {"chatml", "qwen3", "llama-3.1", "mistral-v3"} <= set(builtin_templates())

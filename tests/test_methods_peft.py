@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 
 from tunesmith.errors import TunesmithError  # noqa: E402
-from tunesmith.tiny import build_random_model, build_tokenizer  # noqa: E402
+from tunesmith.testing.models import build_random_model, build_tokenizer  # noqa: E402
 from tunesmith_plugins.methods.dora import Dora  # noqa: E402
 from tunesmith_plugins.methods.freeze import Freeze  # noqa: E402
 from tunesmith_plugins.methods.ia3 import IA3  # noqa: E402

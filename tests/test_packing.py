@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tunesmith import Example
 from tunesmith.data import IGNORE_INDEX, Collator, TokenizedExample, pack, tokenize_example
-from tunesmith.tiny import build_random_model, build_tokenizer
+from tunesmith.testing.models import build_random_model, build_tokenizer
 
 
 def sample(n: int, start: int = 10) -> TokenizedExample:
@@ -129,9 +129,9 @@ def test_the_sft_trainer_passes_packed_batches_through_with_use_cache_off(
     packing_tok, packing_examples, tmp_path
 ) -> None:
     """The isolation guarantee must survive the HF Trainer's input handling, not only a bare loop."""
-    from tunesmith.config import TrainingConfig
+    from tunesmith import Device, TrainContext
     from tunesmith.plugins import Plugins
-    from tunesmith.training import Device, TrainContext
+    from tunesmith.schema import TrainingConfig
 
     model = build_random_model(packing_tok)
     seen: list[object] = []
@@ -139,7 +139,7 @@ def test_the_sft_trainer_passes_packed_batches_through_with_use_cache_off(
         lambda m, args, kwargs: seen.append(kwargs.get("use_cache")), with_kwargs=True
     )
     ctx = TrainContext(
-        model=model, tokenizer=packing_tok, train_rows=pack(packing_examples, max_length=80), eval_rows=None,
+        model=model, tokenizer=packing_tok, train_rows=pack(packing_examples, max_length=80),
         collator=Collator(packing_tok.pad_token_id, packed=True), device=Device("cpu"), run_dir=tmp_path,
         training=TrainingConfig(max_steps=1, batch_size=2, learning_rate=1e-3, save_steps=100, logging_steps=100),
     )  # fmt: skip

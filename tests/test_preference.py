@@ -120,7 +120,7 @@ def test_broken_preference_jsonl_reports_file_and_line(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
-    from tunesmith.tiny import build_tokenizer
+    from tunesmith.testing.models import build_tokenizer
 
     return build_tokenizer()
 
@@ -370,7 +370,7 @@ def preference_accuracy(model: Any, tokenizer: Any, examples: list[Example]) -> 
 
 @pytest.fixture(scope="module")
 def saved_random_model() -> Path:
-    from tunesmith.tiny import build_random_model, build_tokenizer
+    from tunesmith.testing.models import build_random_model, build_tokenizer
 
     path = Path(tempfile.mkdtemp(prefix="tiny-pref-"))
     tokenizer = build_tokenizer()
@@ -403,9 +403,9 @@ def test_objective_raises_held_out_preference_accuracy(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-    from tunesmith.config import TrainingConfig
+    from tunesmith import Device, TrainContext
     from tunesmith.plugins import Plugins
-    from tunesmith.training import Device, TrainContext
+    from tunesmith.schema import TrainingConfig
 
     plugins = Plugins()
     m = plugins.get("method", method)()
@@ -428,15 +428,10 @@ def test_objective_raises_held_out_preference_accuracy(
     ctx = TrainContext(
         model=model,
         tokenizer=tokenizer,
-        train_rows=[],
-        eval_rows=None,
-        collator=None,
         training=training,
         device=Device("cpu"),
         run_dir=tmp_path,
         train_examples=sign_task(256, seed=1),
-        method=m,
-        plugins=plugins,
     )
     args = o.args(ctx, SimpleNamespace)  # what the TRL config receives
     assert args.bf16 is False and args.gradient_checkpointing is False

@@ -18,18 +18,17 @@ PAIRS = [
 
 
 def context(model, tokenizer, examples, **options):
-    from tunesmith.evaluation import EvalContext, to_eval_examples
+    from tunesmith import EvalContext
+    from tunesmith.evaluation import to_eval_examples
     from tunesmith_plugins.evaluators.preference_accuracy import PreferenceAccuracy
 
     config = PreferenceAccuracy.Config(**options)
-    return PreferenceAccuracy(config), EvalContext(
-        model, tokenizer, to_eval_examples(examples, tokenizer), config
-    )
+    return PreferenceAccuracy(config), EvalContext(model, tokenizer, to_eval_examples(examples, tokenizer))
 
 
 def test_preference_examples_render_chosen_and_rejected_like_completions():
     from tunesmith.evaluation import to_eval_examples
-    from tunesmith.tiny import build_tokenizer
+    from tunesmith.testing.models import build_tokenizer
 
     tokenizer = build_tokenizer()
     (pref, prompt_only) = to_eval_examples(

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 
-from tunesmith.tiny import build_random_model, build_tokenizer  # noqa: E402
+from tunesmith.testing.models import build_random_model, build_tokenizer  # noqa: E402
 from tunesmith_plugins.methods.prompt_learning import (  # noqa: E402
     PrefixTuning,
     PromptTuning,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunesmith.training import count_parameters
+from tunesmith.hf import count_parameters
 from tunesmith_plugins.methods.lora import Lora
 
 torch = pytest.importorskip("torch")

@@ -31,9 +31,9 @@ def separable_pairs(n: int, seed: int) -> list[Example]:
     ]
 
 
-def train_context(model, tokenizer, run_dir: Path, examples, plugins=None, callbacks=None, **training):
-    from tunesmith.config import TrainingConfig
-    from tunesmith.training import Device, TrainContext
+def train_context(model, tokenizer, run_dir: Path, examples, callbacks=None, **training):
+    from tunesmith import Device, TrainContext
+    from tunesmith.schema import TrainingConfig
 
     run_dir.mkdir(parents=True, exist_ok=True)
     options = dict(batch_size=8, logging_steps=2, save_steps=0, warmup_ratio=0.0, lr_scheduler="constant")
@@ -41,15 +41,11 @@ def train_context(model, tokenizer, run_dir: Path, examples, plugins=None, callb
     return TrainContext(
         model=model,
         tokenizer=tokenizer,
-        train_rows=[],
-        eval_rows=None,
-        collator=None,
         training=TrainingConfig(**options),
         device=Device("cpu"),
         run_dir=run_dir,
         callbacks=callbacks or [],
         train_examples=examples,
-        plugins=plugins,
     )
 
 
@@ -62,10 +58,11 @@ def load_classifier(path):
 
 
 def pairwise(model, tokenizer, examples):
-    from tunesmith.evaluation import EvalContext, to_eval_examples
+    from tunesmith import EvalContext
+    from tunesmith.evaluation import to_eval_examples
     from tunesmith_plugins.evaluators.preference_accuracy import PreferenceAccuracy
 
-    ctx = EvalContext(model, tokenizer, to_eval_examples(examples, tokenizer), PreferenceAccuracy.Config())
+    ctx = EvalContext(model, tokenizer, to_eval_examples(examples, tokenizer))
     return PreferenceAccuracy().evaluate(ctx)
 
 
@@ -147,7 +144,8 @@ def test_reward_objective_refuses_methods_that_cannot_train_the_head():
 
 
 def test_generation_evaluators_refuse_a_sequence_classifier(tiny_model_dir):
-    from tunesmith.evaluation import EvalContext, to_eval_examples
+    from tunesmith import EvalContext
+    from tunesmith.evaluation import to_eval_examples
 
     model, tokenizer = load_classifier(tiny_model_dir)
     ctx = EvalContext(model, tokenizer, to_eval_examples(separable_pairs(2, seed=0), tokenizer))
@@ -160,11 +158,17 @@ def test_generation_evaluators_refuse_a_sequence_classifier(tiny_model_dir):
 # ------------------------------------------------------------------------------------------ rewards
 
 
-def rewards_from(specs):
+def grpo(**options):
+    from tunesmith.config import build_component
     from tunesmith.plugins import Plugins
-    from tunesmith_plugins.rewards import resolve_rewards
 
-    return resolve_rewards(specs, Plugins())
+    return build_component(Plugins(), "objective", {"name": "grpo", **options})
+
+
+def rewards_from(specs):
+    from tunesmith_plugins.rewards import labelled
+
+    return labelled(grpo(rewards=specs).config.rewards)
 
 
 def test_builtin_rewards_score_fixed_strings():
@@ -211,7 +215,7 @@ def test_unknown_reward_or_option_is_a_did_you_mean_error():
     text = str(info.value) + " ".join(info.value.details)
     assert "rewards[0].patern: unknown option (did you mean 'pattern'?)" in text
     assert "lenght" in text and "length" in text
-    assert "rewards[2].weight: expected a number" in text
+    assert "rewards[2].weight: expected float" in text
     with pytest.raises(TunesmithError, match="not a regex"):
         rewards_from([{"name": "format", "pattern": "("}])
     with pytest.raises(TunesmithError, match="at least one reward"):
@@ -219,17 +223,16 @@ def test_unknown_reward_or_option_is_a_did_you_mean_error():
 
 
 def test_grpo_objective_checks_rewards_and_batch_before_training(tiny_model_dir, tmp_path):
-    from tunesmith.plugins import Plugins
-    from tunesmith_plugins.objectives.grpo import Grpo
-
     prompts = [Example(prompt=[{"role": "user", "content": "hi"}])]
-    bad = Grpo(Grpo.Config(rewards=[{"name": "length", "targt": 3}]))
     with pytest.raises(TunesmithError) as info:
-        bad.train(train_context(None, None, tmp_path / "a", prompts, plugins=Plugins()))
-    assert "did you mean 'target'?" in " ".join(info.value.details)
-    uneven = Grpo(Grpo.Config(rewards=[{"name": "length"}], num_generations=3))
+        grpo(rewards=[{"name": "length", "targt": 3}])
+    assert "objective.rewards[0].targt: unknown option (did you mean 'target'?)" in info.value.details
+    with pytest.raises(TunesmithError) as info:
+        grpo(rewards=[{"name": "length"}], num_generations=1)
+    assert "objective.num_generations: must be at least 2 (a group), got 1" in info.value.details
+    uneven = grpo(rewards=[{"name": "length"}], num_generations=3)
     with pytest.raises(TunesmithError, match="multiple of num_generations"):
-        uneven.train(train_context(None, None, tmp_path / "b", prompts, plugins=Plugins()))
+        uneven.train(train_context(None, None, tmp_path / "b", prompts))
 
 
 @pytest.mark.slow
@@ -330,12 +333,11 @@ def test_grpo_raises_the_mean_reward_on_held_out_prompts(tiny_model_dir, tmp_pat
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunesmith.evaluation import EvalContext, to_eval_examples
-    from tunesmith.plugins import Plugins
+    from tunesmith import EvalContext
+    from tunesmith.evaluation import to_eval_examples
     from tunesmith.training import make_callbacks
     from tunesmith_plugins.methods.full import Full
     from tunesmith_plugins.methods.lora import Lora
-    from tunesmith_plugins.objectives.grpo import Grpo
 
     def prompts(n: int, seed: int) -> list[Example]:
         rng = random.Random(seed)
@@ -343,8 +345,8 @@ def test_grpo_raises_the_mean_reward_on_held_out_prompts(tiny_model_dir, tmp_pat
         return [Example(prompt=[{"role": "user", "content": f"Write: {w}"}]) for w in words]
 
     train, held_out = prompts(32, seed=1), prompts(16, seed=2)
-    objective = Grpo(Grpo.Config(rewards=[{"name": "format", "pattern": "[aeiou]"}], max_completion_length=8))
-    ((_, _, reward),) = objective.resolve_rewards(Plugins())
+    objective = grpo(rewards=[{"name": "format", "pattern": "[aeiou]"}], max_completion_length=8)
+    (reward,) = objective.config.rewards
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     rendered = to_eval_examples(held_out, tokenizer)
@@ -366,7 +368,6 @@ def test_grpo_raises_the_mean_reward_on_held_out_prompts(tiny_model_dir, tmp_pat
         tokenizer,
         run_dir,
         train,
-        plugins=Plugins(),
         callbacks=make_callbacks(run_dir),
         max_steps=20,
         batch_size=16,

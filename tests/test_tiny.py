@@ -7,7 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tunesmith import tiny  # noqa: E402
+from tunesmith.testing import models as random_tiny  # noqa: E402
+from tunesmith_plugins.models import tiny  # noqa: E402
 
 STEPS = 2  # enough to exercise the build path without the full one-off pre-training
 
@@ -18,7 +19,7 @@ def built(tmp_path_factory):
 
 
 def test_tokenizer_is_deterministic_and_byte_level():
-    a, b = tiny.build_tokenizer(), tiny.build_tokenizer()
+    a, b = random_tiny.build_tokenizer(), random_tiny.build_tokenizer()
     text = "Hello, wörld 2023-04-17"
     assert a(text)["input_ids"] == b(text)["input_ids"]
     assert len(a(text, add_special_tokens=False)["input_ids"]) == len(text.encode("utf-8"))
@@ -26,7 +27,7 @@ def test_tokenizer_is_deterministic_and_byte_level():
 
 
 def test_chat_template_round_trip():
-    tok = tiny.build_tokenizer()
+    tok = random_tiny.build_tokenizer()
     messages = [
         {"role": "user", "content": "Rewrite the date in US format.\n2023-04-17"},
         {"role": "assistant", "content": "04/17/2023"},
@@ -39,8 +40,8 @@ def test_chat_template_round_trip():
 
 
 def test_random_model_is_deterministic_from_seed():
-    tok = tiny.build_tokenizer()
-    a, b, c = (tiny.build_random_model(tok, seed=s) for s in (0, 0, 1))
+    tok = random_tiny.build_tokenizer()
+    a, b, c = (random_tiny.build_random_model(tok, seed=s) for s in (0, 0, 1))
     ids = torch.tensor([[1, 10, 20, 30]])
     with torch.no_grad():
         assert torch.equal(a(ids).logits, b(ids).logits)
@@ -51,14 +52,14 @@ def test_build_writes_marker_and_description(built):
     assert tiny.is_complete(built)
     info = json.loads((built / tiny.INFO_FILE).read_text())
     assert info["pretraining"]["steps"] == STEPS and info["parameters"] > 0
-    assert info["sizes"]["vocab_size"] == len(tiny.build_tokenizer())
+    assert info["sizes"]["vocab_size"] == len(random_tiny.build_tokenizer())
     assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 
 def test_reload_with_auto_classes_is_identical(built):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok, fresh = AutoTokenizer.from_pretrained(built), tiny.build_tokenizer()
+    tok, fresh = AutoTokenizer.from_pretrained(built), random_tiny.build_tokenizer()
     text = "Copy: ab12 -> ab12 <|end|>"
     assert tok(text)["input_ids"] == fresh(text)["input_ids"]
     assert (tok.eos_token_id, tok.pad_token_id, tok.chat_template) == (

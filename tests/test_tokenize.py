@@ -15,7 +15,7 @@ from tunesmith.data import (
     tokenize_split,
     trained_segments,
 )
-from tunesmith.tiny import EOS, build_tokenizer
+from tunesmith.testing.models import EOS, build_tokenizer
 
 
 @pytest.fixture(scope="module")

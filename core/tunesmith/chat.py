@@ -45,8 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.components import InvalidRecord
 from tunesmith.errors import TunesmithError
+from tunesmith.examples import InvalidRecord
+from tunesmith.hf import declared_stop_ids
 
 Messages = list[dict[str, Any]]
 Span = tuple[int, int]
@@ -327,14 +328,6 @@ class ChatFormat:
     def stop_token_ids(self, model: Any = None) -> list[int]:
         """Every id that ends generation: EOS, the model's declared EOS ids, the template's end-of-turn."""
         return list(dict.fromkeys([*declared_stop_ids(model, self.tokenizer), *self.end_of_turn_ids()]))
-
-
-def declared_stop_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS and the model's declared EOS ids (Gemma, Llama 3 and Phi-3 declare their end-of-turn too)."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids += [declared] if isinstance(declared, int) else list(declared or [])
-    return list(dict.fromkeys(ids))
 
 
 def _anchor(prompt: str, rendering: str, previous: str) -> int | None:

@@ -25,7 +25,8 @@ from rich.text import Text
 
 from tunesmith import __version__
 from tunesmith.errors import TunesmithError
-from tunesmith.plugins import KIND_LABELS, Plugins
+from tunesmith.kinds import KIND
+from tunesmith.plugins import Plugins
 from tunesmith.ui import Quiet
 
 console = Console(highlight=False)
@@ -164,7 +165,7 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         for name, cls in sorted(comps.items()):
             owner = registry.owner(kind, name)
             table.add_row(
-                KIND_LABELS[kind], name, f"{owner.distribution} {owner.version}", Text(cls.summary())
+                KIND[kind].label, name, f"{owner.distribution} {owner.version}", Text(cls.summary())
             )
     console.print(table)
     odd = [i for i in registry.infos if i.status != "ok" or i.problems]
@@ -197,7 +198,7 @@ def plugins_show(ctx: click.Context, name: str) -> None:
     for cls in found:
         owner = registry.owner(cls.kind, cls.name)
         console.print(
-            f"[bold]{cls.name}[/] — {KIND_LABELS[cls.kind]} from {owner.name} "
+            f"[bold]{cls.name}[/] — {KIND[cls.kind].label} from {owner.name} "
             f"({owner.distribution} {owner.version})"
         )
         console.print(Text(cls.description()))
@@ -206,15 +207,22 @@ def plugins_show(ctx: click.Context, name: str) -> None:
 
 
 def options_table(config_cls: type, title: str) -> Table:
-    from tunesmith.config import describe_type
+    from tunesmith.coerce import describe_type
 
     table = Table(title=title, title_justify="left")
     for col in ("option", "type", "default", "help"):
         table.add_column(col)
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
+        kind = f.metadata.get("component")
+        if kind:
+            label = KIND[kind].label
+            kind_type = f"list of {label}s" if f.metadata.get("many") else label
         table.add_row(
-            f.name, describe_type(hints[f.name]), Text(_default(f)), Text(f.metadata.get("help", ""))
+            f.name,
+            kind_type if kind else describe_type(hints[f.name]),
+            Text(_default(f)),
+            Text(f.metadata.get("help", "")),
         )
     if not dataclasses.fields(config_cls):
         table.add_row("(none)", "", "", "")
@@ -280,10 +288,10 @@ def data_check(
     """Validate every split of CONFIG's data: counts, token lengths, rendered examples with what is trained."""
     _quiet_libraries()
     from tunesmith.data import trained_segments
-    from tunesmith.pipeline import prepare
+    from tunesmith.prepare import prepare
 
     resolved = _load(ctx, config, overrides)
-    prepared, tokenizer, _, _ = prepare(resolved, RichUI(err_console if as_json else console))
+    prepared, tokenizer = prepare(resolved, RichUI(err_console if as_json else console), _plugins(ctx))
     shown = [(t.origin, trained_segments(t, tokenizer)) for t in prepared.tokenized["train"][: max(show, 0)]]
     if as_json:
         report = {
@@ -403,35 +411,7 @@ def eval_command(
     print_metrics(metrics)
 
 
-# ----------------------------------------------------------------------------------- review, compare
-
-
-@cli.group()
-def review() -> None:
-    """Blind human review of base vs tuned answers (the human-review evaluator writes the sheet)."""
-
-
-@review.command("import")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("ratings_csv", type=click.Path(dir_okay=False, path_type=Path))
-def review_import(run_dir: Path, ratings_csv: Path) -> None:
-    """Score a filled review sheet (ratings a, b or tie): the tuned model's win/tie/loss rates."""
-    from tunesmith.review import import_ratings
-
-    r = import_ratings(run_dir, ratings_csv)
-    table = Table(title=f"Tuned vs base, {r['rated']} rated of {r['items']}", title_justify="left")
-    for col in ("split", "rated", "tuned wins", "ties", "tuned losses"):
-        table.add_column(col, justify="left" if col == "split" else "right")
-    for split, t in [*r["by_split"].items(), *([("all", r)] if len(r["by_split"]) > 1 else [])]:
-        table.add_row(
-            split,
-            str(t["rated"]),
-            f"{t['win_rate']:.1%} ({t['tuned_wins']})",
-            f"{t['tie_rate']:.1%} ({t['ties']})",
-            f"{t['loss_rate']:.1%} ({t['tuned_losses']})",
-        )
-    console.print(table)
-    console.print(f"wrote {run_dir / 'review' / 'results.json'}")
+# ------------------------------------------------------------------------------------------ compare
 
 
 @cli.command()
@@ -475,7 +455,7 @@ def compare(run_dirs: tuple[Path, ...], as_json: bool) -> None:
 def merge(ctx: click.Context, run_dir: Path, output: Path, overwrite: bool) -> None:
     """Fold a run's trained weights into its base model (a plain transformers model in OUTPUT)."""
     _quiet_libraries()
-    from tunesmith.inference import merge_run
+    from tunesmith.runs import merge_run
 
     out = merge_run(run_dir, output, _plugins(ctx), overwrite=overwrite)
     console.print(

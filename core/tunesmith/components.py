@@ -1,8 +1,11 @@
-"""Base classes for the five component kinds a plugin can register.
+"""Base classes for the component kinds a plugin can register.
 
 A component is a class with a unique ``name``, a docstring (shown by ``tunesmith plugins show``) and a
-nested ``Config`` dataclass whose fields carry defaults and help text (use :func:`option`). In a run
-config a component is chosen by ``name`` with its options beside it, e.g. ``method: {name: lora, r: 16}``.
+nested ``Config`` dataclass whose fields carry defaults and help text (use :func:`tunesmith.option`). In
+a run config a component is chosen by ``name`` with its options beside it, e.g. ``method: {name: lora,
+r: 16}``. Config validation builds the ``Config`` (unknown option → did-you-mean), instantiates the
+class with it, then calls :meth:`Component.validate`; every problem of every component is reported in
+one list, each with its config key, before anything loads.
 
 This module must stay importable without torch: the CLI lists components from it.
 """
@@ -11,31 +14,29 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from tunesmith.evaluation import EvalContext
-    from tunesmith.training import TrainContext
-
-KINDS = ("data_source", "formatter", "method", "objective", "evaluator", "reward")
-
-
-def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
-    """A ``Config`` field with help text; mutable defaults (lists, dicts) are copied per instance."""
-    metadata = {"help": help}
-    if isinstance(default, (list, dict, set)):
-        value = default
-        return field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
-    return field(default=default, metadata=metadata, **kwargs)
+from tunesmith.contexts import EvalContext, TrainContext
+from tunesmith.errors import TunesmithError
+from tunesmith.examples import Example, Record, RecordProblem
 
 
 class Component:
     """Common behaviour of every component: a name, a docstring, a ``Config`` and an instance of it."""
 
+    #: The component kind (set by each base class: ``"method"``, ``"evaluator"``, ...).
     kind: ClassVar[str] = ""
+    #: The unique name users choose it by in a run config.
     name: ClassVar[str] = ""
+    #: True when this component is its kind's default: chosen when a run config leaves the kind out
+    #: (for evaluators, every default evaluator runs). Declared on the class itself (subclasses do not
+    #: inherit it). Built-ins declare the defaults this way; the engine names none.
+    default: ClassVar[bool] = False
+    #: Options every component of this kind takes besides its ``Config`` (name -> default value), e.g.
+    #: a reward's ``weight``; validation sets them as attributes of the instance.
+    common_options: ClassVar[Mapping[str, Any]] = {}
 
     @dataclass
     class Config:
@@ -43,6 +44,19 @@ class Component:
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()
+        for key, value in self.common_options.items():
+            setattr(self, key, value)
+
+    def validate(self) -> Iterable[tuple[str, str]]:
+        """Problems with this component's options as ``(option, message)`` pairs; none by default.
+
+        Called by config validation after the ``Config`` was built (types already checked). Check ranges
+        and combinations here rather than in ``Config.__post_init__``: each message is shown with its
+        config key (``method.r: must be at least 1``) in the one list of every config problem. Use ``""``
+        as the option for a problem of the component as a whole. Raising :class:`tunesmith.TunesmithError`
+        from ``__init__`` is reported the same way, under the component's key.
+        """
+        return ()
 
     @classmethod
     def summary(cls) -> str:
@@ -59,93 +73,6 @@ class Component:
     @classmethod
     def options(cls) -> list[dataclasses.Field]:
         return list(dataclasses.fields(cls.Config))
-
-
-# --------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class Record:
-    """One raw record as read by a data source; ``origin`` is where it came from (``file:line``)."""
-
-    fields: Mapping[str, Any]
-    origin: str
-
-
-@dataclass
-class RecordProblem:
-    """A record that could not be read or formatted: where, which field, and what is wrong."""
-
-    origin: str
-    message: str
-    field: str | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.origin}: " if self.origin else ""
-        what = f"field '{self.field}': " if self.field else ""
-        return f"{where}{what}{self.message}"
-
-
-class InvalidRecord(Exception):
-    """Raised by a formatter for a record it cannot use; the pipeline adds the record's origin."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-@dataclass
-class Example:
-    """A formatted training/evaluation example. Its ``kind`` follows from which fields are set:
-
-    - ``chat``: ``messages`` (turns; loss on assistant turns);
-    - ``text``: ``text`` (plain text; loss on every token);
-    - ``preference``: ``prompt`` (turns) + ``chosen`` + ``rejected`` (answers), for DPO-style objectives;
-    - ``unpaired``: ``prompt`` + ``completion`` + ``label`` (desirable or not), for KTO;
-    - ``prompt``: ``prompt`` alone (optionally ``completion`` as a reference answer), for online RL.
-    """
-
-    messages: list[dict[str, str]] | None = None
-    text: str | None = None
-    prompt: list[dict[str, str]] | None = None
-    chosen: str | None = None
-    rejected: str | None = None
-    completion: str | None = None
-    label: bool | None = None
-    origin: str = ""
-    #: Answer options for multiple-choice evaluation (the reference is one of them); any kind may carry it.
-    choices: list[str] | None = None
-
-    @property
-    def kind(self) -> str:
-        if self.messages is not None:
-            return "chat"
-        if self.text is not None:
-            return "text"
-        if self.chosen is not None and self.rejected is not None:
-            return "preference"
-        if self.label is not None:
-            return "unpaired"
-        return "prompt"
-
-    @property
-    def reference(self) -> str | None:
-        """The expected answer: the last assistant turn, the chosen answer, or a reference completion."""
-        if self.messages and self.messages[-1].get("role") == "assistant":
-            return self.messages[-1]["content"]
-        if self.chosen is not None:
-            return self.chosen
-        if self.completion is not None and self.label is not False:
-            return self.completion
-        return None
-
-    @property
-    def prompt_messages(self) -> list[dict[str, str]] | None:
-        """The conversation the model answers: up to (not including) the last assistant turn."""
-        if self.messages and self.messages[-1].get("role") == "assistant":
-            return self.messages[:-1]
-        return self.prompt
 
 
 class DataSource(Component):
@@ -176,11 +103,17 @@ class Formatter(Component):
 class Method(Component):
     """Decides which parameters train: may change how the base model loads, then wraps it.
 
-    ``default_learning_rate`` and ``usual_learning_rates`` drive method-aware defaults and warnings.
+    The run calls, in order: :meth:`model_load_kwargs` (while loading the base model), :meth:`apply`,
+    :meth:`report`; after training :meth:`save` into the run's ``final/`` directory. ``tunesmith eval``,
+    ``generate`` and ``chat`` call :meth:`load` on a fresh base model; ``merge`` calls :meth:`merge`.
+    PEFT-backed methods subclass :class:`tunesmith.PeftMethod`, which implements all of them from one
+    ``peft_config()``.
     """
 
     kind: ClassVar[str] = "method"
+    #: The learning rate used when ``training.learning_rate`` is not set.
     default_learning_rate: ClassVar[float] = 2e-4
+    #: The usual range; a configured learning rate far outside it gets a warning.
     usual_learning_rates: ClassVar[tuple[float, float]] = (1e-5, 1e-3)
     #: True when the saved artifact is a PEFT adapter loadable by ``PeftModel.from_pretrained``.
     produces_adapter: ClassVar[bool] = True
@@ -200,7 +133,11 @@ class Method(Component):
         return [], []
 
     def save(self, model: Any, path: str) -> None:
-        """Write the trained artifact in Hugging Face format."""
+        """Write the trained artifact in Hugging Face format into ``path`` (an empty directory).
+
+        The default calls ``model.save_pretrained(path)``: a PEFT model writes its adapter, a plain
+        transformers model the whole model. The run saves the tokenizer beside it.
+        """
         model.save_pretrained(path)
 
     def load(self, base_model: Any, path: str) -> Any:  # pragma: no cover - interface
@@ -212,8 +149,6 @@ class Method(Component):
 
         Methods that cannot merge (prefix tuning, ...) keep this default, which says so.
         """
-        from tunesmith.errors import TunesmithError
-
         raise TunesmithError(f"method '{self.name}' cannot be merged into the base model")
 
 
@@ -235,11 +170,6 @@ class Objective(Component):
         """Why this objective cannot train with ``method`` (None when it can). Checked at config time."""
         return None
 
-    def check(self, plugins: Any) -> list[str]:
-        """Config-time problems with this objective's options that need the plugin registry (e.g. reward
-        names); each message is listed with the other config errors before anything loads."""
-        return []
-
     def train(self, ctx: TrainContext) -> Mapping[str, float] | None:  # pragma: no cover - interface
         """Train ``ctx.model`` in place; may return training metrics (runtime, final loss, ...)."""
         raise NotImplementedError
@@ -251,9 +181,9 @@ class Objective(Component):
 class Evaluator(Component):
     """Scores a model on evaluation examples; returns ``{metric name: number}``.
 
-    The :class:`tunesmith.evaluation.EvalContext` gives the model, the tokenizer, the examples (each with
-    ``prompt`` and ``reference``), a batched ``generate(prompts) -> list[str]``, ``score(prompts,
-    completions)`` for log-likelihoods, and this evaluator's ``config``.
+    The :class:`tunesmith.EvalContext` gives the model, the tokenizer, the examples (each with ``prompt``
+    and ``reference``), a batched ``generate(prompts) -> list[str]`` and ``score(prompts, completions)``
+    for log-likelihoods; the evaluator's own options are ``self.config``.
     """
 
     kind: ClassVar[str] = "evaluator"
@@ -273,6 +203,9 @@ class Reward(Component):
     """
 
     kind: ClassVar[str] = "reward"
+    #: Every reward takes ``weight``: its factor in the weighted sum an objective or evaluator uses.
+    common_options: ClassVar[Mapping[str, Any]] = {"weight": 1.0}
+    weight: float
 
     def score(
         self, prompts: list[str], completions: list[str], examples: list[Example]
@@ -280,30 +213,44 @@ class Reward(Component):
         raise NotImplementedError
 
 
-BASES: dict[str, type[Component]] = {
-    "data_source": DataSource,
-    "formatter": Formatter,
-    "method": Method,
-    "objective": Objective,
-    "evaluator": Evaluator,
-    "reward": Reward,
-}
+# ------------------------------------------------------------------------------------------ models
 
-RegisterCallback = Callable[[type[Component]], None]
+
+class ModelProvider(Component):
+    """Supplies a base model by name: ``model: {path: <name>}`` loads the directory it returns.
+
+    For models that are built or fetched by code rather than named by a hub id or a path: the built-in
+    ``tiny`` demo model is one; a vendor could ship a licensed model behind its own download this way.
+    """
+
+    kind: ClassVar[str] = "model"
+
+    def path(self, log: Callable[[str], None]) -> str:  # pragma: no cover - interface
+        """A local directory (or hub id) holding the model and tokenizer; may build it on first use.
+
+        ``log`` shows progress to the user (one line per call).
+        """
+        raise NotImplementedError
+
+    def tokenizer_path(self, log: Callable[[str], None]) -> str:
+        """Where the tokenizer alone can be loaded, for checks that need no model (``data check``).
+
+        Defaults to :meth:`path`; override it when the model takes long to build and the tokenizer
+        does not.
+        """
+        return self.path(log)
+
+
 __all__ = [
-    "BASES",
     "Component",
     "DataSource",
     "Evaluator",
     "Example",
     "Formatter",
-    "InvalidRecord",
-    "KINDS",
     "Method",
+    "ModelProvider",
     "Objective",
     "Record",
     "RecordProblem",
     "Reward",
-    "RegisterCallback",
-    "option",
 ]

@@ -1,154 +1,30 @@
-"""Run configuration: YAML plus ``--set a.b=value`` overrides, validated strictly.
+"""Loading a run config: YAML plus ``--set a.b=value`` overrides, validated strictly, components chosen.
 
-Every key is checked, component options included, and all mistakes are reported at once with
-did-you-mean suggestions. A component (data source, formatter, method, objective, evaluator) is chosen
-by ``name`` with its options beside it: ``method: {name: lora, r: 16}`` — one rule for all five kinds.
+Every key is checked, component options included (nested components too, e.g. a grpo objective's
+rewards), and all mistakes are reported at once with did-you-mean suggestions and their config keys.
+A component is chosen by ``name`` with its options beside it: ``method: {name: lora, r: 16}`` — one
+rule for every kind. A kind left out takes the default its plugins declare.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 import yaml
 
-from tunesmith.components import Component, option
+from tunesmith.coerce import coerce, describe
+from tunesmith.components import Component, DataSource, Evaluator, Formatter, Method, ModelProvider, Objective
 from tunesmith.errors import TunesmithError
-from tunesmith.plugins import KIND_LABELS, Plugins
+from tunesmith.kinds import KIND
+from tunesmith.plugins import Plugins
+from tunesmith.schema import SECTIONS, RunConfig, TrainingConfig
 
-
-def component(kind: str, default: str | None = None, help: str = "") -> Any:
-    """A field holding a component choice (``{name: ..., options...}``) of the given kind."""
-    spec = {"name": default} if default else None
-    return field(
-        default_factory=(lambda: dict(spec)) if spec else (lambda: None),
-        metadata={"help": help, "component": kind},
-    )
-
-
-@dataclass
-class ModelConfig:
-    path: str = option(
-        "tiny", help="Hugging Face model id or local directory; 'tiny' is the built-in tiny Llama"
-    )
-    revision: str | None = option(None, help="Model revision (branch, tag or commit) on the hub")
-    trust_remote_code: bool = option(False, help="Run code shipped with the model (off unless you trust it)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
-        "auto", help="Weights dtype; auto = float32 on CPU, bfloat16 on a GPU that supports it"
-    )
-    attn_implementation: str | None = option(
-        None, help="Attention kernel: sdpa, eager, flash_attention_2 (default: the model's own)"
-    )
-
-
-@dataclass
-class DataConfig:
-    train: dict | None = component(
-        "data_source", help="Training split: a data source, e.g. {name: jsonl, path: ...}"
-    )
-    validation: dict | None = component("data_source", help="Validation split (optional)")
-    test: dict | None = component("data_source", help="Held-out test split (optional); never trained on")
-    max_length: int = option(1024, help="Maximum tokens per example (and per packed row)")
-    packing: bool = option(True, help="Pack several examples per row, with no attention across them")
-    train_on_prompt: bool = option(False, help="Also train on prompt/user tokens (default: completion only)")
-    truncate: bool = option(False, help="Truncate over-long examples (counted) instead of rejecting them")
-    on_invalid: Literal["error", "drop"] = option(
-        "error", help="What to do with invalid records: error (list them, stop) or drop (count them, go on)"
-    )
-
-
-@dataclass
-class TemplateConfig:
-    chat_template: str | None = option(
-        None,
-        help="Replace the tokenizer's chat template: a built-in name (e.g. chatml, llama-3.1, qwen3), "
-        "a .jinja file, or inline Jinja; saved with the run",
-    )
-    system_message: Literal["keep", "merge", "drop"] = option(
-        "keep",
-        help="System messages: keep (the template renders them), merge into the first user turn, or drop "
-        "(for templates without a system role, e.g. Gemma 2, Mistral v0.1)",
-    )
-    eos: Literal["auto", "always", "template"] = option(
-        "auto",
-        help="End of trained turns: auto = add EOS only where the template ends a turn with no special "
-        "token; always = EOS after every turn; template = exactly what the template renders",
-    )
-    thinking: Literal["auto", "on", "off"] = option(
-        "auto",
-        help="Reasoning models: auto = on for examples with reasoning (<think> or a reasoning field), off "
-        "(empty think block in the prompt, never trained) otherwise; on / off for every example",
-    )
-    think_tags: list[str] = option(["<think>", "</think>"], help="Tags that open and close reasoning")
-    kwargs: dict = option({}, help="Extra variables for the chat template (like chat_template_kwargs)")
-
-
-@dataclass
-class TrainingConfig:
-    epochs: float = option(3.0, help="Passes over the training split")
-    max_steps: int = option(-1, help="Stop after this many optimizer steps (-1: use epochs)")
-    learning_rate: float | None = option(
-        None, help="Peak learning rate (default: the method's, e.g. 2e-4 for LoRA)"
-    )
-    batch_size: int = option(8, help="Rows per device per step")
-    gradient_accumulation_steps: int = option(1, help="Micro-batches per optimizer step")
-    lr_scheduler: str = option("cosine", help="transformers scheduler name: linear, cosine, constant, ...")
-    warmup_ratio: float = option(0.03, help="Fraction of steps spent warming up the learning rate")
-    weight_decay: float = option(0.0, help="AdamW weight decay")
-    max_grad_norm: float = option(1.0, help="Gradient clipping norm")
-    optimizer: str = option("adamw_torch", help="transformers optimizer name (adamw_torch, adamw_8bit, ...)")
-    seed: int = option(42, help="Seed for data order, initialisation and dropout")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
-        "auto", help="auto = fp32 on CPU, bf16 on a GPU that supports it"
-    )
-    gradient_checkpointing: bool | None = option(None, help="Trade compute for memory (auto: off on CPU)")
-    logging_steps: int = option(10, help="Log loss every N steps")
-    save_steps: int = option(0, help="Checkpoint every N steps (0: at the end of every epoch)")
-    save_total_limit: int = option(2, help="Checkpoints kept on disk")
-    torch_compile: bool = option(
-        False, help="torch.compile the model (slow first step; helps full fine-tuning)"
-    )
-
-
-@dataclass
-class EvaluationConfig:
-    splits: list[str] = option(["test"], help="Splits to score (those present); validation if no test split")
-    compare_base: bool = option(True, help="Also score the base model, shown side by side")
-    batch_size: int = option(16, help="Examples per generation batch")
-    max_new_tokens: int = option(64, help="Generation length limit")
-    max_examples: int | None = option(None, help="Score at most this many examples per split")
-    strip_reasoning: bool = option(
-        True, help="Compare final answers: remove <think> blocks from references and generations"
-    )
-
-
-@dataclass
-class RunConfig:
-    name: str = option("run", help="Run name; the run directory is output_dir with {name} filled in")
-    output_dir: str = option("runs/{name}", help="Where the run directory is written")
-    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Base model"})
-    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data splits and tokenization"})
-    template: TemplateConfig = field(
-        default_factory=TemplateConfig, metadata={"help": "Chat template and how chats are rendered"}
-    )
-    formatter: dict | None = component("formatter", "alpaca", help="Turns records into examples")
-    method: dict | None = component("method", "lora", help="Tuning method: which parameters train")
-    objective: dict | None = component("objective", "sft", help="Training objective")
-    evaluators: list | None = field(
-        default_factory=lambda: [{"name": "perplexity"}, {"name": "exact-match"}],
-        metadata={"help": "Evaluators run on the evaluation splits", "component": "evaluator", "many": True},
-    )
-    training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "Optimisation"})
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={"help": "Evaluation"})
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir.format(name=self.name))
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass
@@ -156,26 +32,48 @@ class Resolved:
     """A validated config with its components instantiated, plus warnings worth showing."""
 
     config: RunConfig
-    sources: dict[str, Component]
-    formatter: Component
-    method: Component
-    objective: Component
-    evaluators: list[Component]
+    sources: dict[str, DataSource]
+    formatter: Formatter
+    method: Method
+    objective: Objective
+    evaluators: list[Evaluator]
+    #: The provider named by ``model.path``, or None when it is a hub id or a directory.
+    model_provider: ModelProvider | None
     warnings: list[str]
+
+    @property
+    def training(self) -> TrainingConfig:
+        """The ``training`` section as the run uses it: ``learning_rate`` is the method's default when unset."""
+        t = self.config.training
+        if t.learning_rate is not None:
+            return t
+        return dataclasses.replace(t, learning_rate=self.method.default_learning_rate)
 
     def to_dict(self) -> dict[str, Any]:
         """The fully resolved config (defaults filled in) as plain data, for the run directory."""
         data = dataclasses.asdict(self.config)
-        data["data"].update({split: _component_dict(c) for split, c in self.sources.items()})
-        data["formatter"] = _component_dict(self.formatter)
-        data["method"] = _component_dict(self.method)
-        data["objective"] = _component_dict(self.objective)
-        data["evaluators"] = [_component_dict(e) for e in self.evaluators]
+        data["training"]["learning_rate"] = self.training.learning_rate
+        data["data"].update({split: component_dict(c) for split, c in self.sources.items()})
+        data["formatter"] = component_dict(self.formatter)
+        data["method"] = component_dict(self.method)
+        data["objective"] = component_dict(self.objective)
+        data["evaluators"] = [component_dict(e) for e in self.evaluators]
         return data
 
 
-def _component_dict(comp: Component) -> dict[str, Any]:
-    return {"name": comp.name, **dataclasses.asdict(comp.config)}
+def component_dict(comp: Component) -> dict[str, Any]:
+    """A component as a run config writes it: ``{name, <common options>, <options>}``, nested ones too."""
+    options = {}
+    for f in dataclasses.fields(comp.config):
+        value = getattr(comp.config, f.name)
+        if "component" in f.metadata:
+            value = [component_dict(c) for c in value] if isinstance(value, list) else value
+            value = component_dict(value) if isinstance(value, Component) else value
+        else:
+            value = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value  # type: ignore[arg-type]
+        options[f.name] = value
+    common = {key: getattr(comp, key) for key in comp.common_options}
+    return {"name": comp.name, **common, **options}
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -232,28 +130,34 @@ def load_config(path: str | Path | None, overrides: list[str], plugins: Plugins)
 
 
 def resolve(data: dict[str, Any], plugins: Plugins) -> Resolved:
+    """Validate ``data`` against the schema and the installed components; instantiate the components."""
     errors: list[str] = []
-    config = _build(RunConfig, data, "", errors, plugins)
+    builder = _Builder(plugins, errors)
+    config = builder.build(RunConfig, data, "", nested=False)
     if errors:
         raise TunesmithError("invalid config:", details=errors)
+    provider = _model_provider(config, plugins, errors)
     sources = {
-        split: _instantiate(plugins, "data_source", getattr(config.data, split), f"data.{split}", errors)
-        for split in ("train", "validation", "test")
+        split: builder.choose("data_source", getattr(config.data, split), f"data.{split}")
+        for split in SPLITS
         if getattr(config.data, split) is not None
     }
     if "train" not in sources:
         errors.append("data.train: required (a data source, e.g. {name: jsonl, path: train.jsonl})")
     errors.extend(_check_template(config.template))
+    evaluators = config.evaluators
+    if evaluators is None:
+        evaluators = [{"name": cls.name} for cls in plugins.defaults("evaluator")]
     resolved = Resolved(
         config=config,
-        sources=sources,  # type: ignore[arg-type]
-        formatter=_instantiate(plugins, "formatter", config.formatter, "formatter", errors),
-        method=_instantiate(plugins, "method", config.method, "method", errors),
-        objective=_instantiate(plugins, "objective", config.objective, "objective", errors),
+        sources=sources,
+        formatter=builder.choose("formatter", config.formatter, "formatter"),
+        method=builder.choose("method", config.method, "method"),
+        objective=builder.choose("objective", config.objective, "objective"),
         evaluators=[
-            _instantiate(plugins, "evaluator", spec, f"evaluators[{i}]", errors)
-            for i, spec in enumerate(config.evaluators or [])
+            builder.choose("evaluator", spec, f"evaluators[{i}]") for i, spec in enumerate(evaluators)
         ],
+        model_provider=provider,
         warnings=[],
     )
     if not errors:
@@ -263,14 +167,37 @@ def resolve(data: dict[str, Any], plugins: Plugins) -> Resolved:
                 f"objective '{resolved.objective.name}' cannot train with method "
                 f"'{resolved.method.name}': {reason}"
             )
-        errors.extend(resolved.objective.check(plugins))
     if errors:
         raise TunesmithError("invalid config:", details=errors)
-    resolved.warnings = _apply_method_defaults(resolved)
+    resolved.warnings = _warnings(resolved)
     return resolved
 
 
-def _check_template(cfg: TemplateConfig) -> list[str]:
+def build_component(plugins: Plugins, kind: str, spec: str | dict[str, Any], path: str | None = None) -> Any:
+    """One component from a spec as a run config writes it (a name, or ``{name, ...options}``), validated
+    exactly as in a run config, nested components included. Raises one error listing every problem."""
+    errors: list[str] = []
+    builder = _Builder(plugins, errors)
+    where = path or kind
+    component = builder.choose(kind, builder.spec(spec, where, many=False), where)
+    if errors:
+        raise TunesmithError(f"invalid {KIND[kind].label}:", details=errors)
+    return component
+
+
+def _model_provider(config: RunConfig, plugins: Plugins, errors: list[str]) -> ModelProvider | None:
+    """The provider ``model.path`` names (the default provider when it is unset), else None."""
+    if config.model.path is None:
+        default = plugins.default("model")
+        if default is None:
+            errors.append("model.path: required (a Hugging Face id or a local directory)")
+            return None
+        config.model.path = default.name
+    cls = plugins.components["model"].get(config.model.path)
+    return typing.cast(ModelProvider, cls()) if cls is not None else None
+
+
+def _check_template(cfg: Any) -> list[str]:
     from tunesmith.chat import resolve_template
 
     errors = []
@@ -284,17 +211,16 @@ def _check_template(cfg: TemplateConfig) -> list[str]:
     return errors
 
 
-def _apply_method_defaults(resolved: Resolved) -> list[str]:
-    """Fill method-aware defaults and warn when a value is far outside the method's usual range."""
-    training, method = resolved.config.training, resolved.method
+def _warnings(resolved: Resolved) -> list[str]:
+    """Values far outside what the chosen method or fine-tuning usually takes."""
+    training, method = resolved.training, resolved.method
     warnings = []
-    if training.learning_rate is None:
-        training.learning_rate = method.default_learning_rate
     low, high = method.usual_learning_rates
-    if not low / 3 <= training.learning_rate <= high * 3:
+    lr = training.learning_rate or method.default_learning_rate
+    if not low / 3 <= lr <= high * 3:
         warnings.append(
-            f"training.learning_rate={training.learning_rate:g} is far outside the usual range for "
-            f"method '{method.name}' ({low:g}..{high:g})"
+            f"training.learning_rate={lr:g} is far outside the usual range for method '{method.name}' "
+            f"({low:g}..{high:g})"
         )
     if training.max_steps <= 0 and not 0 < training.epochs <= 20:
         warnings.append(f"training.epochs={training.epochs:g} is unusual (1-5 is typical for fine-tuning)")
@@ -306,73 +232,114 @@ def _apply_method_defaults(resolved: Resolved) -> list[str]:
 _COMPONENT_FIELDS = {f.name for f in dataclasses.fields(RunConfig) if "component" in f.metadata}
 
 
-def _build(cls: type, data: Any, path: str, errors: list[str], plugins: Plugins | None) -> Any:
-    """Build dataclass ``cls`` from a mapping, recording every unknown key and bad value in ``errors``."""
-    where = path or "config"
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        errors.append(f"{where}: expected a mapping, got {_type_name(data)}")
-        return cls()
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        key_path = f"{path}.{key}" if path else str(key)
-        if key not in fields:
-            errors.append(f"{key_path}: unknown option{_suggest(str(key), fields, cls)}")
-            continue
-        f = fields[key]
-        if "component" in f.metadata:
-            values[key] = _component_spec(value, key_path, errors, many=f.metadata.get("many", False))
-        elif dataclasses.is_dataclass(hints[key]):
-            values[key] = _build(hints[key], value, key_path, errors, plugins)
-        else:
-            ok, coerced = coerce(value, hints[key])
-            if ok:
-                values[key] = coerced
+class _Builder:
+    """Builds dataclasses from mappings and components from specs, recording every problem in ``errors``."""
+
+    def __init__(self, plugins: Plugins, errors: list[str]) -> None:
+        self.plugins = plugins
+        self.errors = errors
+
+    def build(self, cls: type, data: Any, path: str, *, nested: bool = True) -> Any:
+        """Dataclass ``cls`` from a mapping. Component fields hold instances (``nested``) or, for the run
+        config's own sections, their validated specs (chosen later, with the kind's defaults)."""
+        errors = self.errors
+        where = path or "config"
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            errors.append(f"{where}: expected a mapping, got {type(data).__name__}")
+            return cls()
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            key_path = f"{path}.{key}" if path else str(key)
+            if key not in fields:
+                errors.append(f"{key_path}: unknown option{_suggest(str(key), fields, cls)}")
+                continue
+            f = fields[key]
+            if "component" in f.metadata:
+                kind, many = f.metadata["component"], f.metadata.get("many", False)
+                spec = self.spec(value, key_path, many=many)
+                if nested:
+                    spec = (
+                        self.choose_many(kind, spec, key_path) if many else self.choose(kind, spec, key_path)
+                    )
+                values[key] = spec
+            elif dataclasses.is_dataclass(hints[key]):
+                values[key] = self.build(hints[key], value, key_path, nested=nested)
             else:
-                errors.append(f"{key_path}: expected {_describe(hints[key])}, got {value!r}")
-    missing = [n for n, f in fields.items() if _required(f) and n not in values]
-    for name in missing:
-        errors.append(f"{path + '.' if path else ''}{name}: required")
-    if missing:
-        return None
-    return cls(**values)
+                ok, coerced = coerce(value, hints[key])
+                if ok:
+                    values[key] = coerced
+                else:
+                    errors.append(f"{key_path}: expected {describe(hints[key])}, got {value!r}")
+        missing = [n for n, f in fields.items() if _required(f) and n not in values]
+        for name in missing:
+            errors.append(f"{path + '.' if path else ''}{name}: required")
+        if missing:
+            return None
+        return cls(**values)
 
-
-def _component_spec(value: Any, path: str, errors: list[str], many: bool) -> Any:
-    if many:
+    def spec(self, value: Any, path: str, many: bool) -> Any:
+        """A component choice in its canonical shape: ``{name, ...}`` (or a list of them), or None."""
+        if many:
+            if value is None:
+                return []
+            if not isinstance(value, list):
+                value = [value]
+            return [self.spec(v, f"{path}[{i}]", many=False) for i, v in enumerate(value)]
         if value is None:
-            return []
-        if not isinstance(value, list):
-            value = [value]
-        return [_component_spec(v, f"{path}[{i}]", errors, many=False) for i, v in enumerate(value)]
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return {"name": value}
-    if not isinstance(value, dict) or "name" not in value:
-        errors.append(f"{path}: expected a component name or a mapping with 'name', got {value!r}")
-        return None
-    return dict(value)
+            return None
+        if isinstance(value, str):
+            return {"name": value}
+        if not isinstance(value, dict) or "name" not in value:
+            self.errors.append(f"{path}: expected a component name or a mapping with 'name', got {value!r}")
+            return None
+        return dict(value)
 
+    def choose_many(self, kind: str, specs: list[Any], path: str) -> list[Any]:
+        chosen = [self.choose(kind, spec, f"{path}[{i}]") for i, spec in enumerate(specs) if spec is not None]
+        return [c for c in chosen if c is not None]
 
-def _instantiate(plugins: Plugins, kind: str, spec: dict | None, path: str, errors: list[str]) -> Any:
-    if spec is None:
-        errors.append(f"{path}: a {KIND_LABELS[kind]} is required")
-        return None
-    try:
-        cls = plugins.get(kind, str(spec["name"]))
-    except TunesmithError as exc:
-        errors.append(f"{path}: {exc.message}; " + "; ".join(exc.details))
-        return None
-    options = {k: v for k, v in spec.items() if k != "name"}
-    before = len(errors)
-    config = _build(cls.Config, options, f"{path}", errors, plugins)
-    if len(errors) > before:
-        return None
-    return cls(config)
+    def choose(self, kind: str, spec: dict | None, path: str) -> Any:
+        """Instantiate the component ``spec`` names (the kind's default when ``spec`` is None)."""
+        label = KIND[kind].label
+        if spec is None:
+            default = self.plugins.default(kind)
+            if default is None:
+                self.errors.append(f"{path}: a {label} is required (no default {label} is installed)")
+                return None
+            spec = {"name": default.name}
+        try:
+            cls = self.plugins.get(kind, str(spec["name"]))
+        except TunesmithError as exc:
+            self.errors.append(f"{path}: {exc.message}; " + "; ".join(exc.details))
+            return None
+        before = len(self.errors)
+        common = {}
+        for key, default_value in cls.common_options.items():
+            if key in spec:
+                ok, value = coerce(spec[key], type(default_value))
+                if not ok:
+                    self.errors.append(
+                        f"{path}.{key}: expected {describe(type(default_value))}, got {spec[key]!r}"
+                    )
+                common[key] = value
+        options = {k: v for k, v in spec.items() if k != "name" and k not in cls.common_options}
+        config = self.build(cls.Config, options, path)
+        if len(self.errors) > before:
+            return None
+        try:
+            instance = cls(config)
+        except TunesmithError as exc:
+            self.errors.append(f"{path}: {exc.message}")
+            return None
+        for key, value in common.items():
+            setattr(instance, key, value)
+        for option_name, message in instance.validate():
+            self.errors.append(f"{path}.{option_name}: {message}" if option_name else f"{path}: {message}")
+        return instance
 
 
 def _required(f: dataclasses.Field) -> bool:
@@ -384,103 +351,10 @@ def _suggest(key: str, fields: dict[str, Any], cls: type) -> str:
     if match:
         return f" (did you mean '{match[0]}'?)"
     if cls is RunConfig:  # a section's option written at the top level: `learning_rate: ...`
-        for section in ("model", "data", "template", "training", "evaluation"):
-            sub = {f.name for f in dataclasses.fields(_section(section))}
+        hints = typing.get_type_hints(RunConfig)
+        for section in SECTIONS:
+            sub = {f.name for f in dataclasses.fields(hints[section])}
             close = difflib.get_close_matches(key, list(sub), n=1, cutoff=0.8)
             if close:
                 return f" (did you mean '{section}.{close[0]}'?)"
     return ""
-
-
-def _section(name: str) -> type:
-    return typing.get_type_hints(RunConfig)[name]
-
-
-def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check ``value`` against type ``tp``, converting strings from ``--set`` where unambiguous."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True, value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return True, None
-        exact = [a for a in args if isinstance(a, type) and type(value) is a]  # str stays str in list|str
-        for arg in exact + [a for a in args if a not in exact]:
-            if arg is type(None):
-                continue
-            ok, out = coerce(value, arg)
-            if ok:
-                return True, out
-        return False, value
-    if origin is Literal:
-        return (value in typing.get_args(tp)), value
-    if origin in (list, tuple):
-        (item_tp, *_) = typing.get_args(tp) or (Any,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            return False, value
-        out = []
-        for v in value:
-            ok, c = coerce(v, item_tp)
-            if not ok:
-                return False, value
-            out.append(c)
-        return True, out
-    if origin is dict or tp is dict:
-        return isinstance(value, dict), value
-    if tp is bool:
-        if isinstance(value, bool):
-            return True, value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return True, value.lower() in ("true", "yes", "on", "1")
-        return False, value
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return True, value
-        if isinstance(value, float) and value.is_integer():
-            return True, int(value)
-        if isinstance(value, str):
-            try:
-                return True, int(value)
-            except ValueError:
-                return False, value
-        return False, value
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):
-            try:
-                return True, float(value)  # PyYAML reads "2e-4" as a string
-            except ValueError:
-                return False, value
-        return False, value
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return True, str(value)
-        return False, value
-    return isinstance(value, tp) if isinstance(tp, type) else True, value
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        return f"list of {_describe(args[0])}" if args else "list"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-def describe_type(tp: Any) -> str:
-    """A short, human name for a Config field's type (for ``plugins show`` and the docs)."""
-    return _describe(tp)

@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.chat import ChatFormat
-from tunesmith.components import DataSource, Example, Formatter, InvalidRecord, RecordProblem
+from tunesmith.components import DataSource, Formatter
 from tunesmith.errors import TunesmithError
+from tunesmith.examples import Example, InvalidRecord, RecordProblem
 
 IGNORE_INDEX = -100
 

@@ -15,26 +15,46 @@ registration hooks run on every command, including ``--help`` and ``plugins list
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pluggy
+
+from tunesmith.components import (
+    Component,
+    DataSource,
+    Evaluator,
+    Formatter,
+    Method,
+    ModelProvider,
+    Objective,
+    Reward,
+)
 
 hookspec = pluggy.HookspecMarker("tunesmith")
 hookimpl = pluggy.HookimplMarker("tunesmith")
 
+C = TypeVar("C", bound=Component)
+#: The callback a registration hook receives: call it once per component class.
+Register = Callable[[type[C]], None]
+
 
 @hookspec
-def register_data_sources(register: Any) -> None:
-    """Register :class:`tunesmith.DataSource` subclasses by calling ``register(cls)`` once per class.
+def register_data_sources(register: Register[DataSource]) -> None:
+    """Register :class:`tunesmith.DataSource` subclasses.
 
-    May: call ``register`` any number of times.
+    :param register: call ``register(cls)`` once per class.
+
+    May: call ``register`` any number of times (or not at all).
     Must not: read data or import heavy libraries here; do that in ``DataSource.read``.
     """
 
 
 @hookspec
-def register_formatters(register: Any) -> None:
-    """Register :class:`tunesmith.Formatter` subclasses with ``register(cls)``.
+def register_formatters(register: Register[Formatter]) -> None:
+    """Register :class:`tunesmith.Formatter` subclasses.
+
+    :param register: call ``register(cls)`` once per class.
 
     A formatter turns raw records into :class:`tunesmith.Example` objects and raises
     :class:`tunesmith.InvalidRecord` (with the field name) for records it cannot use.
@@ -42,31 +62,43 @@ def register_formatters(register: Any) -> None:
 
 
 @hookspec
-def register_methods(register: Any) -> None:
-    """Register :class:`tunesmith.Method` subclasses (tuning methods: full, LoRA, ...) with ``register(cls)``.
+def register_methods(register: Register[Method]) -> None:
+    """Register :class:`tunesmith.Method` subclasses (tuning methods: full, LoRA, ...).
 
-    A method's ``apply`` receives the loaded base model and returns the model to train. Run
-    ``tunesmith.testing.check_method`` against your method to prove it behaves.
+    :param register: call ``register(cls)`` once per class.
+
+    A method's ``apply`` receives the loaded base model and returns the model to train. Prove a method
+    with the conformance kit: ``tunesmith.testing.MethodConformance``.
     """
 
 
 @hookspec
-def register_objectives(register: Any) -> None:
-    """Register :class:`tunesmith.Objective` subclasses (training objectives: sft, ...) with ``register(cls)``."""
+def register_objectives(register: Register[Objective]) -> None:
+    """Register :class:`tunesmith.Objective` subclasses (training objectives: sft, dpo, ...).
+
+    :param register: call ``register(cls)`` once per class.
+
+    Prove an objective with ``tunesmith.testing.ObjectiveConformance``.
+    """
 
 
 @hookspec
-def register_evaluators(register: Any) -> None:
-    """Register :class:`tunesmith.Evaluator` subclasses with ``register(cls)``.
+def register_evaluators(register: Register[Evaluator]) -> None:
+    """Register :class:`tunesmith.Evaluator` subclasses.
+
+    :param register: call ``register(cls)`` once per class.
 
     Evaluators receive a :class:`tunesmith.EvalContext` and return ``{metric: number}``. Names must be
-    unique across all installed plugins; a duplicate is rejected and reported with both owners.
+    unique across all installed plugins; a duplicate is rejected and reported with both owners. Prove
+    an evaluator with ``tunesmith.testing.EvaluatorConformance``.
     """
 
 
 @hookspec
-def register_rewards(register: Any) -> None:
-    """Register :class:`tunesmith.Reward` subclasses (reward functions for online RL) with ``register(cls)``.
+def register_rewards(register: Register[Reward]) -> None:
+    """Register :class:`tunesmith.Reward` subclasses (reward functions for online RL).
+
+    :param register: call ``register(cls)`` once per class.
 
     A reward's ``score(prompts, completions, examples)`` returns one float per completion. It runs
     inside the training loop on every generation batch: keep it fast and deterministic.
@@ -74,8 +106,21 @@ def register_rewards(register: Any) -> None:
 
 
 @hookspec
+def register_models(register: Register[ModelProvider]) -> None:
+    """Register :class:`tunesmith.ModelProvider` subclasses: base models chosen by name
+    (``model: {path: <name>}``) that code builds or fetches.
+
+    :param register: call ``register(cls)`` once per class.
+
+    Must not: build or download the model here; do that in ``ModelProvider.path``.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
-    """Add Click commands to the ``tunesmith`` CLI: ``cli.add_command(...)`` or ``@cli.command()``.
+    """Add Click commands to the ``tunesmith`` CLI.
+
+    :param cli: the ``tunesmith`` ``click.Group``: ``cli.add_command(...)`` or ``@cli.command()``.
 
     Must not: replace built-in commands (a name clash is reported and the plugin's command dropped).
     """
@@ -83,18 +128,36 @@ def register_commands(cli: Any) -> None:
 
 @hookspec
 def on_log(run_dir: str, step: int, logs: dict[str, float]) -> None:
-    """Called each time training logs metrics (loss, learning rate, ...). Observe only; return nothing.
+    """Called each time training logs metrics (loss, learning rate, ...).
 
-    Use it to forward metrics to an experiment tracker. Exceptions are reported and the plugin disabled
-    for the rest of the run; training continues.
+    :param run_dir: the run directory.
+    :param step: the optimizer step.
+    :param logs: the numbers logged at this step.
+
+    May: forward them to an experiment tracker. Must not: modify them; return nothing. An exception is
+    reported and the plugin disabled for the rest of the run; training continues.
     """
 
 
 @hookspec
 def on_checkpoint(run_dir: str, checkpoint_dir: str, step: int) -> None:
-    """Called after a checkpoint has been completely written. Must not modify the checkpoint."""
+    """Called after a checkpoint has been completely written.
+
+    :param run_dir: the run directory.
+    :param checkpoint_dir: the complete checkpoint.
+    :param step: its optimizer step.
+
+    Must not: modify the checkpoint.
+    """
 
 
 @hookspec
 def on_run_end(run_dir: str, metrics: dict[str, Any]) -> None:
-    """Called once the run directory is complete (after metrics.json and the report are written)."""
+    """Called once the run directory is complete (after metrics.json and the report are written).
+
+    :param run_dir: the complete run directory.
+    :param metrics: what ``metrics.json`` holds.
+    """
+
+
+__all__ = ["Register", "hookimpl", "hookspec"]

@@ -7,33 +7,17 @@ adapters" workflow); the base model itself is always available as ``base``.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import Resolved, resolve
+from tunesmith.contexts import EvalContext
 from tunesmith.errors import TunesmithError
+from tunesmith.examples import InvalidRecord
 from tunesmith.plugins import Plugins
-from tunesmith.rundir import RunDir
+from tunesmith.runs import LoadedRun, load_base, open_run
 
 BASE = "base"
-
-
-@dataclass
-class LoadedRun:
-    run: RunDir
-    resolved: Resolved
-
-    @property
-    def name(self) -> str:
-        return self.run.path.name
-
-
-def open_run(path: Path, plugins: Plugins) -> LoadedRun:
-    run = RunDir.open_complete(path)
-    return LoadedRun(run, resolve(run.config(), plugins))
 
 
 @dataclass
@@ -91,8 +75,6 @@ class Session:
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """The generation prompt for ``messages``, as the run rendered prompts in training and evaluation."""
-        from tunesmith.components import InvalidRecord
-
         try:
             return self.chat.prompt(messages)
         except InvalidRecord as e:
@@ -103,8 +85,6 @@ class Session:
         return [{"role": "system", "content": system}] if system else []
 
     def _generate(self, rendered: list[str], max_new_tokens: int) -> list[str]:
-        from tunesmith.evaluation import EvalContext
-
         chat = self.chat
         ctx = EvalContext(
             self.model,
@@ -121,8 +101,6 @@ class Session:
 
 def load_session(paths: list[Path], plugins: Plugins, *, active: str | None = None) -> Session:
     """Load one run, or several PEFT runs of the same base model onto one copy of it."""
-    from tunesmith.evaluate_run import load_base
-
     runs = [open_run(p, plugins) for p in paths]
     first = runs[0]
     names = [r.name for r in runs]
@@ -141,7 +119,7 @@ def load_session(paths: list[Path], plugins: Plugins, *, active: str | None = No
                 "only PEFT adapters can share a base model",
                 details=[f"{n} has a method that saves a whole model" for n in not_peft],
             )
-    base, tokenizer = load_base(first.run, first.resolved)
+    base, tokenizer = load_base(first, plugins)
     model = first.resolved.method.load(base, str(first.run.final))
     if first.resolved.method.produces_adapter:
         # PeftModel.from_pretrained names the first adapter "default"; rename it to the run's name.
@@ -162,37 +140,3 @@ def adapter_name(run_name: str) -> str:
     Two names that differ only there cannot be loaded together (``load_session`` refuses them).
     """
     return run_name.replace(".", "_")
-
-
-def merged_model_dir(path: Path, plugins: Plugins, log: Any = None) -> Path:
-    """A finished run as a plain model directory: ``final`` when it holds a whole model, else the run's
-    artifact merged into its base once and cached as ``RUN/merged``."""
-    loaded = open_run(path, plugins)
-    if not loaded.resolved.method.produces_adapter and (loaded.run.final / "config.json").is_file():
-        return loaded.run.final  # full fine-tuning, freeze: already a whole model
-    merged = loaded.run.path / "merged"
-    if not (merged / "config.json").is_file():
-        if log:
-            log(f"merging {path} into its base model (cached in {merged})")
-        merge_run(path, merged, plugins, overwrite=True)
-    return merged
-
-
-def merge_run(path: Path, out: Path, plugins: Plugins, *, overwrite: bool = False) -> Path:
-    """Fold a run's trained weights into its base model; writes a plain transformers model to ``out``."""
-    from tunesmith.evaluate_run import load_base
-
-    loaded = open_run(path, plugins)
-    method = loaded.resolved.method
-    if out.exists() and not overwrite:
-        raise TunesmithError(f"{out} already exists (use --overwrite to replace it)")
-    base, tokenizer = load_base(loaded.run, loaded.resolved)
-    model = method.merge(method.load(base, str(loaded.run.final)))
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
-    return out

@@ -13,7 +13,7 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
-from tunesmith.components import Example
+from tunesmith.examples import Example
 
 PACKAGES = (
     "tunesmith",

@@ -1,14 +1,17 @@
-"""Loading base models and tokenizers: any Hugging Face id or local path, or the built-in ``tiny``."""
+"""Loading base models and tokenizers from a Hugging Face id or a local directory, on the run's device.
+
+Which directory that is (a model provider's, a finished run's merge) is the pipeline's business; this
+module only loads.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from tunesmith.config import ModelConfig
+from tunesmith.contexts import Device
 from tunesmith.errors import TunesmithError
-
-TINY = "tiny"
+from tunesmith.hf import HEADS
+from tunesmith.schema import ModelConfig
 
 # Used only when a tokenizer ships without a chat template (base models such as Llama-2-7b): a
 # ChatML-style layout ending each assistant turn with the tokenizer's EOS so the model learns to stop.
@@ -21,24 +24,6 @@ FALLBACK_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def model_path(cfg: ModelConfig, log: Any = None, plugins: Any = None) -> str:
-    """The directory or hub id to load.
-
-    ``tiny`` builds (once, cached) the built-in tiny model. A tunesmith run directory means "continue
-    from that run": its trained weights merged into its base (cached in ``RUN/merged``), e.g. DPO after SFT.
-    """
-    if cfg.path == TINY:
-        from tunesmith.tiny import ensure_tiny_model
-
-        return str(ensure_tiny_model(log=log))
-    if (Path(cfg.path) / "run.json").is_file():
-        from tunesmith.inference import merged_model_dir
-        from tunesmith.plugins import Plugins
-
-        return str(merged_model_dir(Path(cfg.path), plugins or Plugins(), log=log))
-    return cfg.path
 
 
 def load_tokenizer(cfg: ModelConfig, path: str, chat_template: str | None = None) -> tuple[Any, list[str]]:
@@ -79,9 +64,6 @@ def torch_dtype(cfg: ModelConfig, precision: str) -> Any:
     return {"bf16": torch.bfloat16, "fp16": torch.float32}.get(precision, torch.float32)
 
 
-HEADS = {"causal-lm": "AutoModelForCausalLM", "sequence-classification": "AutoModelForSequenceClassification"}
-
-
 def load_model(
     cfg: ModelConfig, path: str, *, dtype: Any, extra: dict[str, Any] | None = None, head: str = "causal-lm"
 ) -> Any:
@@ -107,33 +89,26 @@ def load_model(
     return model
 
 
+def load_base_model(
+    cfg: ModelConfig, path: str, device: Device, *, precision: str, method: Any, head: str
+) -> Any:
+    """The base model as a run trains or evaluates it: the run's dtype, loaded the method's way
+    (``model_load_kwargs``: 4-bit for QLoRA) with the objective's head, then on the run's device.
+
+    Quantised or device-mapped models are placed while loading and never moved with ``.to()``.
+    """
+    model = load_model(
+        cfg, path, dtype=torch_dtype(cfg, precision), extra=method.model_load_kwargs(device.type), head=head
+    )
+    if (
+        device.type != "cpu"
+        and not getattr(model, "hf_device_map", None)
+        and not getattr(model, "is_quantized", False)
+    ):
+        model.to(device.type)
+    return model
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def is_sequence_classifier(model: Any) -> bool:
-    """True for a ``...ForSequenceClassification`` model (a reward model), PEFT-wrapped or not."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return type(inner).__name__.endswith("ForSequenceClassification")
-
-
-def classification_head(model: Any) -> str | None:
-    """The attribute name of a sequence classifier's output head (``score`` for Llama-style models)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return next((name for name in ("score", "classifier") if hasattr(inner, name)), None)
-
-
-def auto_class_like(model: Any) -> Any:
-    """The transformers Auto class that loads a saved copy of ``model`` with the same head."""
-    import transformers
-
-    head = "sequence-classification" if is_sequence_classifier(model) else "causal-lm"
-    return getattr(transformers, HEADS[head])
-
-
-def ensure_pad_token_id(model: Any, tokenizer: Any) -> None:
-    """Sequence classifiers pool the last non-pad token: they need ``config.pad_token_id`` set."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    if getattr(config, "pad_token_id", None) is None:
-        config.pad_token_id = tokenizer.pad_token_id

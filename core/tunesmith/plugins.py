@@ -19,27 +19,12 @@ from typing import Any
 import pluggy
 
 from tunesmith import hookspecs
-from tunesmith.components import BASES, KINDS, Component
+from tunesmith.components import Component
 from tunesmith.errors import TunesmithError
+from tunesmith.kinds import KIND, KINDS
 
 GROUP = "tunesmith"
 BUILTIN_DISTRIBUTION = "tunesmith"
-REGISTRATION_HOOKS = {
-    "data_source": "register_data_sources",
-    "formatter": "register_formatters",
-    "method": "register_methods",
-    "objective": "register_objectives",
-    "evaluator": "register_evaluators",
-    "reward": "register_rewards",
-}
-KIND_LABELS = {
-    "data_source": "data source",
-    "formatter": "formatter",
-    "method": "method",
-    "objective": "objective",
-    "evaluator": "evaluator",
-    "reward": "reward",
-}
 
 
 @dataclass
@@ -109,7 +94,7 @@ class Plugins:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.infos: list[PluginInfo] = []
-        self.components: dict[str, dict[str, type[Component]]] = {kind: {} for kind in KINDS}
+        self.components: dict[str, dict[str, type[Component]]] = {kind.name: {} for kind in KINDS}
         self.owners: dict[tuple[str, str], PluginInfo] = {}
         self._objects: dict[str, Any] = {}
         allow = _env_list("TUNESMITH_LOAD_PLUGINS")
@@ -158,10 +143,10 @@ class Plugins:
             info.problems.append(
                 f"{', '.join(sorted(unmarked))} not marked with @tunesmith.hookimpl: ignored"
             )
-        for kind, hook_name in REGISTRATION_HOOKS.items():
-            caller = self._caller_for(hook_name, obj)
+        for kind in KINDS:
+            caller = self._caller_for(kind.hook, obj)
             try:
-                caller(register=self._register_callback(kind, info))
+                caller(register=self._register_callback(kind.name, info))
             except Exception as exc:  # noqa: BLE001 - a raising hook disables only this plugin
                 return self._fail(info, "register", exc)
         return None
@@ -174,7 +159,7 @@ class Plugins:
         return self.pm.subset_hook_caller(hook_name, remove_plugins=others)
 
     def _register_callback(self, kind: str, info: PluginInfo) -> Callable[[type[Component]], None]:
-        base = BASES[kind]
+        base = KIND[kind].base
 
         def register(cls: type[Component]) -> None:
             if not (isinstance(cls, type) and issubclass(cls, base)):
@@ -186,7 +171,7 @@ class Plugins:
             owner = self.owners.get((kind, cls.name))
             if owner is not None:
                 info.problems.append(
-                    f"{KIND_LABELS[kind]} '{cls.name}' rejected: already registered by "
+                    f"{KIND[kind].label} '{cls.name}' rejected: already registered by "
                     f"{owner.name} ({owner.distribution} {owner.version}); "
                     f"duplicate from {info.name} ({info.distribution} {info.version})"
                 )
@@ -208,7 +193,7 @@ class Plugins:
         available = self.components[kind]
         if name in available:
             return available[name]
-        label = KIND_LABELS[kind]
+        label = KIND[kind].label
         hint = _did_you_mean(name, available)
         details = [f"available {label}s: {', '.join(sorted(available)) or '(none)'}"]
         for info in self.failed:
@@ -216,6 +201,15 @@ class Plugins:
                 f"plugin '{info.name}' ({info.distribution}) failed to load at {info.stage}: {info.error}"
             )
         raise TunesmithError(f"unknown {label} '{name}'{hint}", details=details)
+
+    def defaults(self, kind: str) -> list[type[Component]]:
+        """The components of ``kind`` that declare themselves defaults (``default = True`` on the class
+        itself: a subclass of a default is not one), in registration order: built-ins first."""
+        return [cls for cls in self.components[kind].values() if vars(cls).get("default") is True]
+
+    def default(self, kind: str) -> type[Component] | None:
+        """The kind's default component (the first that declares itself one), or None."""
+        return next(iter(self.defaults(kind)), None)
 
     def find(self, name: str) -> list[type[Component]]:
         """Every component called ``name``, whatever its kind."""

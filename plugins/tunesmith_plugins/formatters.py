@@ -60,6 +60,7 @@ class AlpacaFormatter(Formatter):
     """
 
     name = "alpaca"
+    default = True
 
     @dataclass
     class Config:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from tunesmith import Evaluator, Example, Reward, TunesmithError, hookimpl, option
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from tunesmith.evaluation import EvalContext
+from tunesmith import EvalContext, Evaluator, Example, Reward, TunesmithError, component, hookimpl, option
 
 
 class FormatReward(Reward):
@@ -170,30 +167,25 @@ class RewardModelReward(Reward):
         super().__init__(config)
         self._loaded: tuple[Any, Any] | None = None
 
-    def load(self, plugins: Any = None) -> tuple[Any, Any]:
+    def validate(self) -> Iterator[tuple[str, str]]:
+        if not self.config.run:
+            yield "run", "set it to the directory of a finished reward run (objective: reward)"
+
+    def load(self) -> tuple[Any, Any]:
         """(model, tokenizer) of the reward run, loaded once."""
         if self._loaded is not None:
             return self._loaded
-        from pathlib import Path
+        from tunesmith import load_run
 
-        from tunesmith.evaluate_run import load_base
-        from tunesmith.inference import open_run
-        from tunesmith.plugins import Plugins
-
-        if not self.config.run:
-            raise TunesmithError("reward 'reward-model': set run to the directory of a finished reward run")
-        loaded = open_run(Path(self.config.run), plugins or Plugins())
-        if loaded.resolved.objective.model_kind != "sequence-classification":
+        finished = load_run(self.config.run)
+        if finished.model_kind != "sequence-classification":
             raise TunesmithError(
                 f"reward 'reward-model': {self.config.run} was trained with objective "
-                f"'{loaded.resolved.objective.name}', not a reward model (objective: reward)"
+                f"'{finished.objective}', not a reward model (objective: reward)"
             )
-        base, tokenizer = load_base(loaded.run, loaded.resolved)
-        model = loaded.resolved.method.load(base, str(loaded.run.final))
-        model.eval()
-        for parameter in model.parameters():
+        for parameter in finished.model.parameters():
             parameter.requires_grad_(False)
-        self._loaded = (model, tokenizer)
+        self._loaded = (finished.model, finished.tokenizer)
         return self._loaded
 
     def score(self, prompts: list[str], completions: list[str], examples: list[Example]) -> list[float]:
@@ -230,15 +222,19 @@ class MeanReward(Evaluator):
 
     @dataclass
     class Config:
-        rewards: list[dict] = option([], help="Reward functions: [{name: format, weight: 1.0, pattern: ...}]")
+        rewards: list[Reward] = component(
+            "reward", many=True, help="Reward functions: [{name: format, weight: 1.0, pattern: ...}]"
+        )
         max_new_tokens: int | None = option(None, help="Generation length limit (default: the run's)")
         show: int = option(3, help="How many scored answers to keep for the report")
 
-    def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
-        from tunesmith.plugins import Plugins
+    def validate(self) -> Iterator[tuple[str, str]]:
+        if not self.config.rewards:
+            yield "rewards", "list at least one reward, e.g. [{name: format, pattern: '...'}]"
 
-        cfg = ctx.config if ctx.config is not None else self.Config()
-        rewards = resolve_rewards(cfg.rewards, Plugins(), where="mean-reward.rewards")
+    def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
+        cfg = self.config
+        rewards = labelled(cfg.rewards)
         examples = [ex for ex in ctx.examples if ex.messages is not None]
         if not examples:
             raise TunesmithError("mean-reward: no evaluation example has a prompt")
@@ -262,52 +258,14 @@ class MeanReward(Evaluator):
         return {"reward": sum(totals) / len(totals), **metrics}
 
 
-def resolve_rewards(
-    specs: list[Any], plugins: Any, where: str = "rewards"
-) -> list[tuple[str, float, Reward]]:
-    """Instantiate reward specs ``{name, weight, ...options}``; returns ``(label, weight, reward)``.
-
-    Options are validated like any component's (unknown option → did-you-mean); every problem is
-    reported at once. Labels are the reward names, numbered when a name repeats.
-    """
-    from tunesmith.config import _build
-
-    if not specs:
-        raise TunesmithError(f"{where}: list at least one reward, e.g. [{{name: format, pattern: '...'}}]")
-    errors: list[str] = []
+def labelled(rewards: list[Reward]) -> list[tuple[str, float, Reward]]:
+    """``(label, weight, reward)`` per reward; labels are the names, numbered when a name repeats."""
     out: list[tuple[str, float, Reward]] = []
     seen: dict[str, int] = {}
-    for i, spec in enumerate(specs):
-        path = f"{where}[{i}]"
-        if isinstance(spec, str):
-            spec = {"name": spec}
-        if not isinstance(spec, dict) or "name" not in spec:
-            errors.append(f"{path}: expected a reward name or a mapping with 'name', got {spec!r}")
-            continue
-        try:
-            cls = plugins.get("reward", str(spec["name"]))
-        except TunesmithError as exc:
-            errors.append(f"{path}: {exc.message}" + ("; " + "; ".join(exc.details) if exc.details else ""))
-            continue
-        weight = spec.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            errors.append(f"{path}.weight: expected a number, got {weight!r}")
-            continue
-        options = {k: v for k, v in spec.items() if k not in ("name", "weight")}
-        before = len(errors)
-        config = _build(cls.Config, options, path, errors, plugins)
-        if len(errors) > before:
-            continue
-        try:
-            reward = cls(config)
-        except TunesmithError as exc:
-            errors.append(f"{path}: {exc.message}")
-            continue
-        seen[cls.name] = seen.get(cls.name, 0) + 1
-        label = cls.name if seen[cls.name] == 1 else f"{cls.name}_{seen[cls.name]}"
-        out.append((label, float(weight), reward))
-    if errors:
-        raise TunesmithError("invalid rewards:", details=errors)
+    for reward in rewards:
+        seen[reward.name] = seen.get(reward.name, 0) + 1
+        label = reward.name if seen[reward.name] == 1 else f"{reward.name}_{seen[reward.name]}"
+        out.append((label, float(reward.weight), reward))
     return out
 
 

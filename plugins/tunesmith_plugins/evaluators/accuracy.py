@@ -7,12 +7,9 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from tunesmith import Evaluator, TunesmithError, hookimpl, option
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from tunesmith.evaluation import EvalContext, EvalExample
+from tunesmith import EvalContext, EvalExample, Evaluator, TunesmithError, hookimpl, option
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -62,7 +59,7 @@ class Accuracy(Evaluator):
         show: int = option(3, help="how many predictions to keep for the report")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
-        cfg = ctx.config if ctx.config is not None else self.Config()
+        cfg = self.config
         if cfg.mode == "generate":
             return self._generate(ctx, cfg)
         if cfg.mode == "multiple-choice":

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tunesmith import Evaluator, TunesmithError, hookimpl, option
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from tunesmith.evaluation import EvalContext
+from tunesmith import EvalContext, Evaluator, TunesmithError, hookimpl, option
 
 
 class Bleu(Evaluator):
@@ -31,7 +28,7 @@ class Bleu(Evaluator):
         show: int = option(3, help="how many predictions to keep for the report")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
-        cfg = ctx.config if ctx.config is not None else self.Config()
+        cfg = self.config
         try:
             from sacrebleu.metrics import BLEU
         except ImportError as exc:  # pragma: no cover - a declared dependency

@@ -5,12 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from tunesmith import Evaluator, hookimpl, option
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from tunesmith.evaluation import EvalContext
+from tunesmith import EvalContext, Evaluator, hookimpl, option
 
 NORMALIZERS = {
     "none": lambda s: s,
@@ -23,6 +20,7 @@ class ExactMatch(Evaluator):
     """Exact match of greedy generations against reference answers, after normalisation."""
 
     name = "exact-match"
+    default = True
 
     @dataclass
     class Config:
@@ -36,7 +34,7 @@ class ExactMatch(Evaluator):
         show: int = option(3, help="how many predictions to keep for the report")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
-        cfg = ctx.config if ctx.config is not None else self.Config()
+        cfg = self.config
         examples, predictions = ctx.answer(max_new_tokens=cfg.max_new_tokens)
 
         def norm(text: str) -> str:

@@ -11,13 +11,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tunesmith import Evaluator, TunesmithError, hookimpl, option
-from tunesmith.review import COLUMNS, KEY_FILE, SHEET_CSV, SHEET_HTML
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from tunesmith.evaluation import EvalContext, EvalExample
+from tunesmith import EvalContext, EvalExample, Evaluator, TunesmithError, hookimpl, option
+from tunesmith_plugins.evaluators.review_sheet import (
+    COLUMNS,
+    KEY_FILE,
+    RESULTS_FILE,
+    REVIEW_DIR,
+    SHEET_CSV,
+    SHEET_HTML,
+)
 
 
 class HumanReview(Evaluator):
@@ -41,7 +45,7 @@ class HumanReview(Evaluator):
         max_new_tokens: int | None = option(None, help="generation length limit (default: the run's)")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
-        cfg = ctx.config if ctx.config is not None else self.Config()
+        cfg = self.config
         out = getattr(ctx, "output_dir", None)
         if out is None:
             return {}
@@ -176,3 +180,39 @@ def _write(path: Path, text: str) -> None:
 @hookimpl
 def register_evaluators(register: Any) -> None:
     register(HumanReview)
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    """``tunesmith review import``: score a filled sheet (click and rich are imported only here)."""
+    import click
+
+    @cli.group()
+    def review() -> None:
+        """Blind human review of base vs tuned answers (the human-review evaluator writes the sheet)."""
+
+    @review.command("import")
+    @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+    @click.argument("ratings_csv", type=click.Path(dir_okay=False, path_type=Path))
+    def review_import(run_dir: Path, ratings_csv: Path) -> None:
+        """Score a filled review sheet (ratings a, b or tie): the tuned model's win/tie/loss rates."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from tunesmith_plugins.evaluators.review_sheet import import_ratings
+
+        r = import_ratings(run_dir, ratings_csv)
+        table = Table(title=f"Tuned vs base, {r['rated']} rated of {r['items']}", title_justify="left")
+        for col in ("split", "rated", "tuned wins", "ties", "tuned losses"):
+            table.add_column(col, justify="left" if col == "split" else "right")
+        for split, t in [*r["by_split"].items(), *([("all", r)] if len(r["by_split"]) > 1 else [])]:
+            table.add_row(
+                split,
+                str(t["rated"]),
+                f"{t['win_rate']:.1%} ({t['tuned_wins']})",
+                f"{t['tie_rate']:.1%} ({t['ties']})",
+                f"{t['loss_rate']:.1%} ({t['tuned_losses']})",
+            )
+        console = Console(highlight=False)
+        console.print(table)
+        console.print(f"wrote {run_dir / REVIEW_DIR / RESULTS_FILE}")

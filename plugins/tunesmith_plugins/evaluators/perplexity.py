@@ -5,12 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tunesmith import Evaluator, TunesmithError, hookimpl
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from tunesmith.evaluation import EvalContext
+from tunesmith import EvalContext, Evaluator, TunesmithError, hookimpl
 
 
 class Perplexity(Evaluator):
@@ -21,6 +18,7 @@ class Perplexity(Evaluator):
     """
 
     name = "perplexity"
+    default = True
 
     @dataclass
     class Config:

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tunesmith import Evaluator, TunesmithError, hookimpl, option
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from tunesmith.evaluation import EvalContext
+from tunesmith import EvalContext, Evaluator, TunesmithError, hookimpl, option
 
 
 class PreferenceAccuracy(Evaluator):
@@ -42,9 +39,9 @@ class PreferenceAccuracy(Evaluator):
         show: int = option(3, help="how many scored pairs to keep for the report")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
-        from tunesmith.models import is_sequence_classifier
+        from tunesmith.hf import is_sequence_classifier
 
-        cfg = ctx.config if ctx.config is not None else self.Config()
+        cfg = self.config
         pairs = [ex for ex in ctx.examples if ex.chosen is not None and ex.rejected is not None]
         if not pairs:
             raise TunesmithError(
@@ -112,7 +109,7 @@ def reward_scores(
     """
     import torch
 
-    from tunesmith.models import ensure_pad_token_id
+    from tunesmith.hf import ensure_pad_token_id
 
     ensure_pad_token_id(model, tokenizer)
     if device is None:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tunesmith import Evaluator, TunesmithError, hookimpl, option
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from tunesmith.evaluation import EvalContext
+from tunesmith import EvalContext, Evaluator, TunesmithError, hookimpl, option
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -31,7 +28,7 @@ class Rouge(Evaluator):
         show: int = option(3, help="how many predictions to keep for the report")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
-        cfg = ctx.config if ctx.config is not None else self.Config()
+        cfg = self.config
         try:
             from rouge_score import rouge_scorer
         except ImportError as exc:  # pragma: no cover - a declared dependency

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tunesmith import Method, hookimpl, option
+from tunesmith import Method, TunesmithError, hookimpl, option
 
 
 class Freeze(Method):
@@ -39,8 +39,6 @@ class Freeze(Method):
 
     def selected(self, model: Any) -> set[str]:
         """Names (as ``named_parameters(remove_duplicate=False)`` gives them) of the parameters to train."""
-        from tunesmith.errors import TunesmithError
-
         c = self.config
         names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
         chosen: set[str] = set()
@@ -74,8 +72,6 @@ class Freeze(Method):
         return chosen
 
     def apply(self, model: Any) -> Any:
-        from tunesmith.errors import TunesmithError
-
         chosen = self.selected(model)
         if not chosen:
             names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
@@ -94,7 +90,7 @@ class Freeze(Method):
         return model  # already a plain model
 
     def load(self, base_model: Any, path: str) -> Any:
-        from tunesmith.models import auto_class_like
+        from tunesmith.hf import auto_class_like
 
         return auto_class_like(base_model).from_pretrained(path, dtype=base_model.dtype)
 
@@ -106,8 +102,6 @@ def _names_of(model: Any, ids: set[int]) -> list[str]:
 def _decoder_layers(model: Any) -> tuple[str, int]:
     """The dotted name of the model's list of decoder layers (the longest ModuleList) and its length."""
     import torch
-
-    from tunesmith.errors import TunesmithError
 
     lists = [
         (name, len(m)) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and name

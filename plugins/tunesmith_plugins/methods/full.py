@@ -28,7 +28,7 @@ class Full(Method):
         return model  # already a plain model
 
     def load(self, base_model: Any, path: str) -> Any:
-        from tunesmith.models import auto_class_like
+        from tunesmith.hf import auto_class_like
 
         return auto_class_like(base_model).from_pretrained(path, dtype=base_model.dtype)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tunesmith import Method, hookimpl, option
+from tunesmith import PeftMethod, TunesmithError, hookimpl, option
 
 
-class IA3(Method):
+class IA3(PeftMethod):
     """IA3: learn one scaling vector per adapted layer, multiplying its activations (Liu et al., 2022).
 
     By far the fewest trainable parameters of the additive methods (for a Llama: the key and value
@@ -35,7 +35,7 @@ class IA3(Method):
             None, help="Extra modules trained fully and saved with the adapter (e.g. [lm_head])"
         )
 
-    def peft_config(self) -> Any:
+    def peft_config(self, model: Any = None) -> Any:
         from peft import IA3Config, TaskType
 
         c = self.config
@@ -47,10 +47,6 @@ class IA3(Method):
         )
 
     def apply(self, model: Any) -> Any:
-        from peft import get_peft_model
-
-        from tunesmith.errors import TunesmithError
-
         c = self.config
         if isinstance(c.target_modules, list) and isinstance(c.feedforward_modules, list):
             extra = sorted(set(c.feedforward_modules) - set(c.target_modules))
@@ -58,10 +54,7 @@ class IA3(Method):
                 raise TunesmithError(
                     f"method 'ia3': feedforward_modules {extra} must also be in target_modules {c.target_modules}"
                 )
-        try:
-            return get_peft_model(model, self.peft_config())
-        except ValueError as exc:  # PEFT: "Target modules ... not found in the base model"
-            raise TunesmithError(f"method 'ia3': {str(exc).splitlines()[0]}") from None
+        return super().apply(model)
 
     def report(self, model: Any) -> tuple[list[str], list[str]]:
         from tunesmith_plugins.methods.targets import coverage
@@ -72,14 +65,6 @@ class IA3(Method):
             defaults.feedforward_modules,
         )
         return coverage(self.name, model, explicit=explicit)
-
-    def load(self, base_model: Any, path: str) -> Any:
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base_model, path)
-
-    def merge(self, model: Any) -> Any:
-        return model.merge_and_unload()
 
 
 @hookimpl

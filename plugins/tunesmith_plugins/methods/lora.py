@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tunesmith import Method, TunesmithError, hookimpl, option
+from tunesmith import PeftMethod, TunesmithError, hookimpl, option
 from tunesmith_plugins.methods.targets import coverage, expert_parameters, linear_leaves, routers
 
 
-class Lora(Method):
+class Lora(PeftMethod):
     """LoRA: train low-rank matrices A·B added to frozen linear layers (Hu et al., 2021).
 
     Saves a PEFT adapter (adapter_config.json + adapter_model.safetensors) that loads with
@@ -17,6 +17,7 @@ class Lora(Method):
     """
 
     name = "lora"
+    default = True
     #: Whether the method can adapt 3-D MoE expert parameters (PEFT's ParamWrapper; not with DoRA).
     adapts_experts: ClassVar[bool] = True
     default_learning_rate: ClassVar[float] = 2e-4
@@ -53,7 +54,7 @@ class Lora(Method):
         randomly initialised head (``score``) trains fully and is saved with the adapter."""
         from peft import LoraConfig, TaskType
 
-        from tunesmith.models import classification_head, is_sequence_classifier
+        from tunesmith.hf import classification_head, is_sequence_classifier
 
         c = self.config
         task_type, modules_to_save = TaskType.CAUSAL_LM, c.modules_to_save
@@ -107,26 +108,13 @@ class Lora(Method):
         return targets, parameters
 
     def apply(self, model: Any) -> Any:
-        from peft import get_peft_model
-
         self.changes = []
-        try:
-            return get_peft_model(model, self.peft_config(model))
-        except ValueError as e:  # PEFT: nothing matched the targets
-            raise TunesmithError(f"method '{self.name}': {e}") from None
+        return super().apply(model)
 
     def report(self, model: Any) -> tuple[list[str], list[str]]:
         explicit = self.config.target_modules != "all-linear" or any("stay frozen" in c for c in self.changes)
         notes, warnings = coverage(self.name, model, explicit=explicit)
         return notes, [*self.changes, *warnings]
-
-    def load(self, base_model: Any, path: str) -> Any:
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base_model, path)
-
-    def merge(self, model: Any) -> Any:
-        return model.merge_and_unload()
 
 
 @hookimpl

@@ -32,26 +32,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from tunesmith import Method, hookimpl, option
+from tunesmith import Method, PeftMethod, TunesmithError, hookimpl, option
 
 
-class _PromptLearning(Method):
-    """Shared behaviour: wrap with PEFT, then install the generation fix (see the module docstring)."""
+class _PromptLearning(PeftMethod):
+    """Shared behaviour: the PEFT model gets the generation fix (see the module docstring)."""
 
-    produces_adapter: ClassVar[bool] = True
+    def wrapped(self, peft_model: Any) -> Any:
+        return fix_generation(peft_model)
 
-    def peft_config(self) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def apply(self, model: Any) -> Any:
-        from peft import get_peft_model
-
-        return fix_generation(get_peft_model(model, self.peft_config()))
-
-    def load(self, base_model: Any, path: str) -> Any:
-        from peft import PeftModel
-
-        return fix_generation(PeftModel.from_pretrained(base_model, path))
+    def merge(self, model: Any) -> Any:
+        return Method.merge(self, model)  # virtual tokens have no weights to fold in
 
 
 class PrefixTuning(_PromptLearning):
@@ -76,7 +67,7 @@ class PrefixTuning(_PromptLearning):
             None, help="Hidden size of the projection MLP (default: the key/value width per layer)"
         )
 
-    def peft_config(self) -> Any:
+    def peft_config(self, model: Any = None) -> Any:
         from peft import PrefixTuningConfig, TaskType
 
         c = self.config
@@ -122,8 +113,6 @@ class PromptTuning(_PromptLearning):
     def peft_config(self, model: Any = None) -> Any:
         from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
-        from tunesmith.errors import TunesmithError
-
         c = self.config
         kwargs: dict[str, Any] = {}
         if c.init == "text":
@@ -148,11 +137,6 @@ class PromptTuning(_PromptLearning):
             **kwargs,
         )
 
-    def apply(self, model: Any) -> Any:
-        from peft import get_peft_model
-
-        return fix_generation(get_peft_model(model, self.peft_config(model)))
-
 
 class PTuning(_PromptLearning):
     """P-tuning: virtual token embeddings produced by a small trained encoder (MLP or LSTM)
@@ -175,7 +159,7 @@ class PTuning(_PromptLearning):
         encoder_num_layers: int = option(2, help="Layers of the prompt encoder (LSTM only)")
         encoder_dropout: float = option(0.0, help="Dropout in the prompt encoder")
 
-    def peft_config(self) -> Any:
+    def peft_config(self, model: Any = None) -> Any:
         from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType
 
         c = self.config
@@ -216,8 +200,6 @@ def _build_class() -> type:
     import torch
     from peft import PeftModelForCausalLM
     from peft.utils import PeftType
-
-    from tunesmith.errors import TunesmithError
 
     prefix_types = {PeftType.PREFIX_TUNING}
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from tunesmith import hookimpl, option
+from tunesmith import TunesmithError, hookimpl, option
 from tunesmith_plugins.methods.lora import Lora
 
 
@@ -39,8 +39,6 @@ class QLora(Lora):
         )
 
     def _check(self) -> None:
-        from tunesmith.errors import TunesmithError
-
         if self.config.bits not in (4, 8):
             raise TunesmithError(f"method 'qlora': bits must be 4 or 8, not {self.config.bits!r}")
 
@@ -62,6 +60,8 @@ class QLora(Lora):
         # Quantised weights cannot be moved with .to() after loading: place them on this process's GPU
         # while loading (LOCAL_RANK under accelerate launch / torchrun, so DDP gets one copy per GPU).
         placement = {"device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}} if device == "cuda" else {}
+        if device == "cpu":
+            _standard_cpu_kernel()
         if c.bits == 8:
             return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), **placement}
         return {
@@ -76,8 +76,6 @@ class QLora(Lora):
 
     def apply(self, model: Any) -> Any:
         from peft import get_peft_model, prepare_model_for_kbit_training
-
-        from tunesmith.errors import TunesmithError
 
         if not getattr(model, "is_quantized", False):
             raise TunesmithError(
@@ -115,8 +113,6 @@ class QLora(Lora):
         from peft.tuners.lora import LoraLayer
         from peft.utils import ModulesToSaveWrapper
 
-        from tunesmith.errors import TunesmithError
-
         base = model.get_base_model()
         dtype = base.get_input_embeddings().weight.dtype
         adapters = list(model.active_adapters)
@@ -146,6 +142,19 @@ class QLora(Lora):
         return base
 
 
+def _standard_cpu_kernel() -> None:
+    """Keep 4-bit weights in bitsandbytes' standard layout on CPU (for the 4-bit layers created from now on).
+
+    On AVX512-BF16 CPUs bitsandbytes repacks a 4-bit weight for a bf16 kernel at its first eval-mode
+    forward, storing its scales in bf16: the base model evaluated before training would change the
+    weights training starts from, and merged weights would no longer reproduce the trained model. With
+    repacking off, every CPU computes as the standard kernel does (as AVX2 CPUs always do).
+    """
+    import bitsandbytes.nn.modules as bnb_modules
+
+    bnb_modules.has_avx512bf16 = lambda: False
+
+
 def _quantized_share(model: Any) -> float:
     """Fraction of the model's parameters (by count) held in bitsandbytes-quantised linear layers."""
     layers = [m for m in model.modules() if _is_bnb_linear(m)]
@@ -164,8 +173,17 @@ def _dense_weight(layer: Any) -> Any:
     if _is_bnb_linear(layer):
         from peft.utils.integrations import dequantize_bnb_weight
 
+        weight = layer.weight
+        quant_state = getattr(weight, "quant_state", None)
+        if getattr(quant_state, "packing_format_for_cpu", False):
+            # On AVX512-BF16 CPUs bitsandbytes repacks a 4-bit weight for its CPU kernel at the first
+            # eval-mode forward; dequantising the repacked bytes directly gives garbage, so unpack first.
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse, dequantize_4bit
+
+            data, quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, quant_state)
+            return dequantize_4bit(data, quant_state)
         state = getattr(layer, "state", None) if type(layer).__name__ == "Linear8bitLt" else None
-        return dequantize_bnb_weight(layer.weight, state=state)
+        return dequantize_bnb_weight(weight, state=state)
     return layer.weight.data
 
 

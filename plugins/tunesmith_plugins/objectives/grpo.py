@@ -8,10 +8,12 @@ the starting model, ``beta``). Generation runs in the training process with ``mo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from tunesmith import Objective, TunesmithError, hookimpl, option
+from tunesmith import Objective, Reward, TrainContext, TunesmithError, component, hookimpl, option
+from tunesmith_plugins.rewards import labelled
 
 
 class Grpo(Objective):
@@ -31,8 +33,10 @@ class Grpo(Objective):
 
     @dataclass
     class Config:
-        rewards: list[dict] = option(
-            [], help="Reward plugins: [{name: <reward>, weight: 1.0, <its options>}] (see plugins list)"
+        rewards: list[Reward] = component(
+            "reward",
+            many=True,
+            help="Reward plugins: [{name: <reward>, weight: 1.0, <its options>}] (see plugins list)",
         )
         num_generations: int = option(4, help="Completions sampled per prompt (the group size, at least 2)")
         max_completion_length: int = option(16, help="Maximum new tokens per completion")
@@ -49,19 +53,11 @@ class Grpo(Objective):
         )
         learning_rate: float | None = option(None, help="Learning rate (default: the run's training one)")
 
-    def check(self, plugins: Any) -> list[str]:
-        try:
-            self.resolve_rewards(plugins)
-        except TunesmithError as exc:
-            return list(exc.details) or [exc.message]
-        return []
-
-    def resolve_rewards(self, plugins: Any) -> list[tuple[str, float, Any]]:
-        """The configured reward plugins, instantiated and validated (did-you-mean on unknown options)."""
-        from tunesmith.plugins import Plugins
-        from tunesmith_plugins.rewards import resolve_rewards
-
-        return resolve_rewards(self.config.rewards, plugins or Plugins(), where="objective.rewards")
+    def validate(self) -> Iterator[tuple[str, str]]:
+        if not self.config.rewards:
+            yield "rewards", "list at least one reward, e.g. [{name: format, pattern: '...'}]"
+        if self.config.num_generations < 2:
+            yield "num_generations", f"must be at least 2 (a group), got {self.config.num_generations}"
 
     def reward_functions(self, rewards: list[tuple[str, float, Any]], examples: list[Any], tokenizer: Any):
         """Each reward as a TRL reward function ``f(prompts, completions, index, **kwargs)``."""
@@ -87,14 +83,10 @@ class Grpo(Objective):
 
         return [make(label, reward) for label, _, reward in rewards]
 
-    def train(self, ctx: Any) -> dict[str, float]:
+    def train(self, ctx: TrainContext) -> dict[str, float]:
         c = self.config
-        rewards = self.resolve_rewards(ctx.plugins)  # first: a config mistake costs no training time
+        rewards = labelled(c.rewards)
         batch = ctx.training.batch_size * ctx.training.gradient_accumulation_steps
-        if c.num_generations < 2:
-            raise TunesmithError(
-                f"objective 'grpo': num_generations must be at least 2, got {c.num_generations}"
-            )
         if batch % c.num_generations:
             raise TunesmithError(
                 f"objective 'grpo': training.batch_size × gradient_accumulation_steps ({batch}) must be a "

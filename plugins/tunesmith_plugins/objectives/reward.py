@@ -62,7 +62,7 @@ class RewardModel(Objective):
         from datasets import Dataset
         from trl import RewardConfig, RewardTrainer
 
-        from tunesmith.models import ensure_pad_token_id
+        from tunesmith.hf import ensure_pad_token_id
 
         ensure_pad_token_id(ctx.model, ctx.tokenizer)
         rows = [

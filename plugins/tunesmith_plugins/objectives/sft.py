@@ -21,6 +21,7 @@ class Sft(Objective):
     """
 
     name = "sft"
+    default = True
 
     def train(self, ctx: Any) -> dict[str, float]:
         from transformers import Trainer, TrainingArguments

@@ -17,7 +17,7 @@ Outside pytest (a CLI command, a notebook)::
     print(format_results(results))
     assert all(r.ok for r in results)
 
-The checks, in order (``CHECKS``), all on a small random Llama from :mod:`tunesmith.tiny`, or on any
+The checks, in order (``CHECKS``), all on a small random Llama from :mod:`tunesmith.testing.models`, or on any
 saved model directory given as ``model_dir`` (a small Qwen3 or Mixtral, say):
 
 ``loss_decreases``
@@ -88,7 +88,7 @@ CHECKS = (
     "peft_adapter",
 )
 
-#: Overrides of :func:`tunesmith.tiny.build_config` for the test model: ~90k parameters, fast on CPU.
+#: Overrides of :func:`tunesmith.testing.models.build_config` for the test model: ~90k parameters, fast on CPU.
 SMALL_MODEL: dict[str, Any] = dict(
     hidden_size=64,
     intermediate_size=128,
@@ -275,7 +275,7 @@ class Conformance:
     def tokenizer(self) -> Any:
         def build() -> Any:
             if self.settings.model_dir is None:
-                from tunesmith.tiny import build_tokenizer
+                from tunesmith.testing.models import build_tokenizer
 
                 return build_tokenizer()
             from transformers import AutoTokenizer
@@ -293,7 +293,7 @@ class Conformance:
             return Path(self.settings.model_dir)
 
         def build() -> Path:
-            from tunesmith.tiny import build_random_model
+            from tunesmith.testing.models import build_random_model
 
             path = self.workdir / "base"
             model = build_random_model(
@@ -381,7 +381,7 @@ class Conformance:
     def _train(self) -> _Trained:
         import torch
 
-        from tunesmith.training import count_parameters
+        from tunesmith.hf import count_parameters
 
         s = self.settings
         model = self.fresh_base()

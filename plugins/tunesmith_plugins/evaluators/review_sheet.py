@@ -1,13 +1,14 @@
 """Blind human review: the sheet format the ``human-review`` evaluator writes, and importing ratings.
 
-The ``human-review`` evaluator (a built-in plugin) writes, in ``<run dir>/review/``:
+The ``human-review`` evaluator (:mod:`tunesmith_plugins.evaluators.human_review`) writes, in ``<run dir>/review/``:
 
 - ``review.csv``: one row per prompt, columns ``id, prompt, response_a, response_b, rating``; raters fill
   ``rating`` with ``a``, ``b`` or ``tie`` (any letter case);
 - ``review.html``: the same items side by side, for reading;
 - ``review_key.json``: which side (``a`` / ``b``) is the base model and which the tuned model, per id.
 
-``tunesmith review import RUN_DIR RATINGS_CSV`` (:func:`import_ratings`) checks the ratings, maps each
+``tunesmith review import RUN_DIR RATINGS_CSV`` (a command the ``human-review`` plugin adds; it calls
+:func:`import_ratings`) checks the ratings, maps each
 back to base / tuned with the key, and writes ``review/results.json`` with the tuned model's win, tie
 and loss rates.
 """
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import TunesmithError
-from tunesmith.rundir import write_json
+from tunesmith import TunesmithError
 
 REVIEW_DIR = "review"
 SHEET_CSV = "review.csv"
@@ -137,8 +139,36 @@ def import_ratings(run_dir: Path, ratings_csv: Path) -> dict[str, Any]:
         "ratings_file": str(ratings_csv),
         "by_split": {split: tally(o) for split, o in sorted(outcomes.items())},
     }
-    write_json(review_dir / RESULTS_FILE, results)
+    _write_json(review_dir / RESULTS_FILE, results)
     return results
 
 
-__all__ = ["COLUMNS", "KEY_FILE", "RATINGS", "REVIEW_DIR", "SHEET_CSV", "SHEET_HTML", "import_ratings"]
+def _write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON through a temporary file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = [
+    "COLUMNS",
+    "KEY_FILE",
+    "MAX_LISTED",
+    "RATINGS",
+    "RESULTS_FILE",
+    "REVIEW_DIR",
+    "SHEET_CSV",
+    "SHEET_HTML",
+    "import_ratings",
+    "read_key",
+    "read_ratings",
+    "tally",
+]

@@ -1,0 +1,381 @@
+"""What objectives and evaluators receive: :class:`TrainContext` and :class:`EvalContext`.
+
+Both are narrow on purpose: an objective or evaluator talks only to its context, which keeps plugins
+independent of how the engine loads models and lets tests hand them a context built by hand.
+torch and transformers are imported inside methods: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunesmith.errors import TunesmithError
+from tunesmith.examples import Example
+from tunesmith.hf import declared_stop_ids, is_sequence_classifier
+from tunesmith.schema import TrainingConfig
+
+OnBatch = Callable[[int], None]
+
+# ------------------------------------------------------------------------------------------ training
+
+
+@dataclass
+class Device:
+    """Where training runs and what it supports; decides the ``auto`` defaults."""
+
+    type: str  # cpu | cuda | mps
+    bf16: bool = False
+
+    @classmethod
+    def detect(cls) -> Device:
+        import torch
+
+        if torch.cuda.is_available():
+            return cls("cuda", bf16=torch.cuda.is_bf16_supported())
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return cls("mps")
+        return cls("cpu")
+
+    def precision(self, requested: str) -> str:
+        """fp32 on CPU (bf16 is emulated and ~10x slower there), bf16 on a GPU that has it."""
+        if requested != "auto":
+            return requested
+        return "bf16" if self.type == "cuda" and self.bf16 else "fp32"
+
+    def gradient_checkpointing(self, requested: bool | None) -> bool:
+        return bool(requested) if requested is not None else False
+
+
+@dataclass
+class TrainContext:
+    """Everything an :class:`tunesmith.Objective` needs to train the (already wrapped) model.
+
+    - ``model``: the model to train, as the method returned it (PEFT-wrapped, or the base model with
+      some parameters frozen); train it in place.
+    - ``tokenizer``: the run's tokenizer (pad token and chat template set).
+    - ``training``: the run's ``training`` section, ``learning_rate`` filled in (the method's default
+      when the config leaves it unset). Pass :meth:`training_kwargs` to ``TrainingArguments`` or a TRL
+      config rather than reading it field by field.
+    - ``train_rows``: tokenized, masked (and, with ``data.packing``, packed) rows ``{"input_ids",
+      "labels"}`` for objectives with ``tokenized = True``; empty otherwise.
+    - ``train_examples``: the formatted :class:`tunesmith.Example` objects, for objectives that
+      tokenize themselves (``tokenized = False``: TRL's DPO, KTO, GRPO trainers).
+    - ``collator``: turns a list of ``train_rows`` into a batch (per-example attention when packed).
+    - ``device``: where training runs (decides precision defaults).
+    - ``run_dir``: the run directory; checkpoints go to ``checkpoint_dir`` inside it.
+    - ``callbacks``: Trainer callbacks that record the run (training log, TensorBoard, checkpoint
+      markers, progress, plugin hooks): pass them to the trainer.
+    - ``resume_from``: the checkpoint directory to resume from (``trainer.train(resume_from_checkpoint=)``),
+      or ``None``.
+    """
+
+    model: Any
+    tokenizer: Any
+    training: TrainingConfig
+    train_rows: list[dict[str, Any]] = field(default_factory=list)
+    train_examples: list[Example] = field(default_factory=list)
+    collator: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
+    device: Device = field(default_factory=lambda: Device("cpu"))
+    run_dir: Path = Path(".")
+    callbacks: list[Any] = field(default_factory=list)
+    resume_from: str | None = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def adopt(self, trainer: Any) -> Any:
+        """Make a Trainer (HF or TRL) report through tunesmith: its console printer is replaced by
+        tunesmith's progress bar and JSONL log. Objectives call this right after building the trainer."""
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        return trainer
+
+    def training_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """Keyword arguments for ``TrainingArguments`` (or a TRL config) that honour the run config."""
+        t = self.training
+        precision = self.device.precision(t.precision)
+        kwargs: dict[str, Any] = dict(
+            output_dir=str(self.checkpoint_dir),
+            num_train_epochs=t.epochs,
+            max_steps=t.max_steps,
+            learning_rate=t.learning_rate,
+            per_device_train_batch_size=t.batch_size,
+            per_device_eval_batch_size=t.batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation_steps,
+            lr_scheduler_type=t.lr_scheduler,
+            warmup_steps=t.warmup_ratio,  # transformers 5 reads a float < 1 as a ratio
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+            optim=t.optimizer,
+            seed=t.seed,
+            data_seed=t.seed,
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
+            activation_checkpointing=self.device.gradient_checkpointing(t.gradient_checkpointing),
+            logging_steps=t.logging_steps,
+            logging_first_step=True,
+            save_strategy="steps" if t.save_steps > 0 else "epoch",
+            save_steps=t.save_steps if t.save_steps > 0 else 500,
+            save_total_limit=t.save_total_limit,
+            eval_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            remove_unused_columns=False,
+            use_cpu=self.device.type == "cpu",
+            torch_compile=t.torch_compile,
+            dataloader_num_workers=0,
+        )
+        kwargs.update(overrides)
+        return kwargs
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalExample:
+    """One evaluation example, already rendered for generation.
+
+    ``prompt`` is the chat-template rendering of the prompt messages with the generation prompt
+    appended; ``completion`` is what the template renders after it for the reference answer (the
+    reference plus end-of-turn markers: what training puts loss on). Plain-text examples have an empty
+    prompt, ``text`` set and no reference. ``choices`` are the answer options of a multiple-choice
+    example (copied from :attr:`Example.choices`; the reference is one of them), else ``None``.
+    ``chosen`` and ``rejected`` (preference examples only) are the two answers rendered like
+    ``completion``: the text the template appends after ``prompt``, end-of-turn included.
+    """
+
+    prompt: str
+    reference: str | None = None
+    messages: list[dict[str, str]] | None = None
+    text: str | None = None
+    origin: str = ""
+    completion: str | None = None
+    choices: list[str] | None = None
+    chosen: str | None = None
+    rejected: str | None = None
+
+
+class EvalContext:
+    """What an evaluator receives: the model, the tokenizer, the examples and batched helpers.
+
+    Attributes: ``model``, ``tokenizer``, ``examples`` (:class:`EvalExample`), ``split`` (e.g. ``"validation"``), ``label`` (``"base"`` or
+    ``"tuned"``), ``device``, ``batch_size``, ``max_new_tokens`` (the default for :meth:`generate`),
+    ``samples`` (what :meth:`record_samples` stored), ``on_batch`` (called with the number of items
+    finished after each batch, for progress bars) and ``output_dir`` (a directory of the run where an
+    evaluator may write files, e.g. a review sheet; ``None`` when there is none: then write nothing).
+    ``stop_token_ids`` are the ids that end generation (EOS, the model's declared EOS ids and the chat
+    template's end-of-turn marker); ``final_answer`` maps a generation to the answer that
+    reference-based metrics compare (reasoning removed), or is ``None`` to compare it whole.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        examples: list[EvalExample],
+        *,
+        split: str = "validation",
+        label: str = "tuned",
+        batch_size: int = 16,
+        max_new_tokens: int = 64,
+        device: Any = None,
+        on_batch: OnBatch | None = None,
+        output_dir: Path | None = None,
+        stop_token_ids: list[int] | None = None,
+        final_answer: Callable[[str], str] | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.examples = examples
+        self.split = split
+        self.label = label
+        self.batch_size = max(1, int(batch_size))
+        self.max_new_tokens = max_new_tokens
+        self.device = device if device is not None else _model_device(model)
+        self.on_batch = on_batch
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.samples: list[dict[str, Any]] = []
+        if not stop_token_ids:
+            stop_token_ids = declared_stop_ids(model, tokenizer)
+        self.stop_token_ids = stop_token_ids
+        self.final_answer = final_answer
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def record_samples(self, samples: list[dict[str, Any]]) -> None:
+        """Keep example predictions (e.g. ``{"prompt", "reference", "prediction"}``) for the report."""
+        self.samples.extend(dict(s) for s in samples)
+
+    def answer(self, *, max_new_tokens: int | None = None) -> tuple[list[EvalExample], list[str]]:
+        """Greedy answers to the examples that have a reference: ``(examples, predictions)``.
+
+        The common first step of reference-based metrics (exact match, BLEU, ROUGE, accuracy); raises a
+        user error when no example has a reference to compare with. Predictions are final answers: a
+        reasoning model's ``<think>…</think>`` block is removed (``evaluation.strip_reasoning``).
+        """
+        examples = [ex for ex in self.examples if ex.reference is not None]
+        if not examples:
+            raise TunesmithError("no evaluation examples have a reference answer")
+        predictions = self.generate([ex.prompt for ex in examples], max_new_tokens=max_new_tokens)
+        if self.final_answer is not None:
+            predictions = [self.final_answer(p) for p in predictions]
+        return examples, predictions
+
+    def generate(self, prompts: list[str], *, max_new_tokens: int | None = None, **kwargs: Any) -> list[str]:
+        """Complete each prompt; return only the new text, special tokens removed.
+
+        Greedy unless ``kwargs`` say otherwise (they go to ``model.generate``); stops at any of
+        ``stop_token_ids``. Prompts are used as given (``add_special_tokens=False``): a chat-rendered prompt already
+        carries its BOS. Batches are left-padded so every row's new tokens start at the same column.
+        """
+        import torch
+
+        self._need_causal_lm("generate")
+        tok = self.tokenizer
+        pad_id = _pad_id(tok)
+        options: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens if max_new_tokens is not None else self.max_new_tokens,
+            do_sample=False,
+            use_cache=True,
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=pad_id,
+        )
+        options.update(kwargs)
+        results: list[str] = [""] * len(prompts)
+        saved_side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            with _eval_mode(self.model), torch.inference_mode():
+                for idx in _batches(prompts, self.batch_size, key=len):
+                    batch = [prompts[i] for i in idx]
+                    enc = tok(batch, add_special_tokens=False, padding=True, return_tensors="pt")
+                    enc = {
+                        k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")
+                    }
+                    out = self.model.generate(**enc, **options)
+                    new_tokens = out[:, enc["input_ids"].shape[1] :]
+                    texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
+                    for i, text in zip(idx, texts, strict=True):
+                        results[i] = text
+                    self._progress(len(idx))
+        finally:
+            tok.padding_side = saved_side
+        return results
+
+    def score(self, prompts: list[str], completions: list[str]) -> list[tuple[float, int]]:
+        """For each pair, the summed log-probability of the completion's tokens given the prompt, and
+        how many tokens that is.
+
+        The completion is tokenized as part of ``prompt + completion`` (how the model saw it in
+        training), not on its own. Its tokens are those after the longest common prefix of the tokens of
+        ``prompt`` alone and of ``prompt + completion``: a token that merges across the boundary counts as
+        completion. A token with nothing before it (an empty prompt) cannot be predicted and is not
+        counted.
+        """
+        import torch
+
+        if len(prompts) != len(completions):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(completions)} completions")
+        self._need_causal_lm("score")
+        tok = self.tokenizer
+        rows = [_split_tokens(tok, p, c) for p, c in zip(prompts, completions, strict=True)]
+        results: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+        pad_id = _pad_id(tok)
+        with _eval_mode(self.model), torch.inference_mode():
+            for idx in _batches(rows, self.batch_size, key=lambda r: len(r[0])):
+                # Right padding: real tokens keep positions 0..n-1, so no position ids are needed.
+                width = max(len(rows[i][0]) for i in idx)
+                ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    tokens = rows[i][0]
+                    ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+                    mask[row, : len(tokens)] = 1
+                logits = self.model(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False
+                ).logits
+                for row, i in enumerate(idx):
+                    tokens, start = rows[i]
+                    start = max(start, 1)
+                    if start >= len(tokens):
+                        results[i] = (0.0, 0)
+                        continue
+                    # Logits at position t predict token t + 1.
+                    logprobs = torch.log_softmax(logits[row, start - 1 : len(tokens) - 1].float(), dim=-1)
+                    target = torch.tensor(tokens[start:], device=logprobs.device).unsqueeze(-1)
+                    total = logprobs.gather(-1, target).sum().item()
+                    results[i] = (float(total), len(tokens) - start)
+                self._progress(len(idx))
+        return results
+
+    def _need_causal_lm(self, what: str) -> None:
+        if is_sequence_classifier(self.model):
+            raise TunesmithError(
+                f"ctx.{what} needs a causal LM, but the model is a sequence classifier (a reward model): "
+                "evaluate it with preference-accuracy"
+            )
+
+    def _progress(self, done: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(done)
+
+
+# ---------------------------------------------------------------------------------------- internals
+
+
+def _model_device(model: Any) -> Any:
+    device = getattr(model, "device", None)
+    if device is not None:
+        return device
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return "cpu"
+
+
+def _pad_id(tokenizer: Any) -> int:
+    """The pad token id, falling back to EOS (padded positions are masked, so any id will do)."""
+    pad = tokenizer.pad_token_id
+    return pad if pad is not None else tokenizer.eos_token_id
+
+
+def _batches(items: Sequence[Any], size: int, key: Callable[[Any], int]) -> list[list[int]]:
+    """Indices in batches of similar length (longest first), so little compute goes on padding."""
+    order = sorted(range(len(items)), key=lambda i: -key(items[i]))
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def _split_tokens(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], int]:
+    """Tokens of ``prompt + completion`` and the index where the completion's tokens start."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    full_ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
+    start = 0
+    for a, b in zip(prompt_ids, full_ids, strict=False):
+        if a != b:
+            break
+        start += 1
+    return list(full_ids), start
+
+
+class _eval_mode:
+    """``model.eval()`` for the duration, then the previous training mode back."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        self.was_training = bool(getattr(self.model, "training", False))
+        self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self.was_training)
+
+
+__all__ = ["Device", "EvalContext", "EvalExample", "OnBatch", "TrainContext"]

@@ -1,0 +1,160 @@
+"""The run config's sections: what a run config may say, with defaults and help text.
+
+This is the schema only (plain dataclasses, no loading): ``tunesmith.config`` reads YAML into it, and
+objectives read ``TrainContext.training`` from it. It names no built-in component: a component field
+left out takes the kind's default, which a plugin declares (``default = True`` on the class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tunesmith.options import component, option
+
+#: The sections of a run config that hold options (not components), in the order the docs show them.
+SECTIONS = ("model", "data", "template", "training", "evaluation")
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = option(
+        None,
+        help="Hugging Face model id, local directory, finished run directory, or the name of a model "
+        "provider (see tunesmith plugins list); default: the provider that declares itself the default",
+    )
+    revision: str | None = option(None, help="Model revision (branch, tag or commit) on the hub")
+    trust_remote_code: bool = option(False, help="Run code shipped with the model (off unless you trust it)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", help="Weights dtype; auto = float32 on CPU, bfloat16 on a GPU that supports it"
+    )
+    attn_implementation: str | None = option(
+        None, help="Attention kernel: sdpa, eager, flash_attention_2 (default: the model's own)"
+    )
+
+
+@dataclass
+class DataConfig:
+    train: dict | None = component(
+        "data_source", help="Training split: a data source, e.g. {name: jsonl, path: ...}"
+    )
+    validation: dict | None = component("data_source", help="Validation split (optional)")
+    test: dict | None = component("data_source", help="Held-out test split (optional); never trained on")
+    max_length: int = option(1024, help="Maximum tokens per example (and per packed row)")
+    packing: bool = option(True, help="Pack several examples per row, with no attention across them")
+    train_on_prompt: bool = option(False, help="Also train on prompt/user tokens (default: completion only)")
+    truncate: bool = option(False, help="Truncate over-long examples (counted) instead of rejecting them")
+    on_invalid: Literal["error", "drop"] = option(
+        "error", help="What to do with invalid records: error (list them, stop) or drop (count them, go on)"
+    )
+
+
+@dataclass
+class TemplateConfig:
+    chat_template: str | None = option(
+        None,
+        help="Replace the tokenizer's chat template: a built-in name (e.g. chatml, llama-3.1, qwen3), "
+        "a .jinja file, or inline Jinja; saved with the run",
+    )
+    system_message: Literal["keep", "merge", "drop"] = option(
+        "keep",
+        help="System messages: keep (the template renders them), merge into the first user turn, or drop "
+        "(for templates without a system role, e.g. Gemma 2, Mistral v0.1)",
+    )
+    eos: Literal["auto", "always", "template"] = option(
+        "auto",
+        help="End of trained turns: auto = add EOS only where the template ends a turn with no special "
+        "token; always = EOS after every turn; template = exactly what the template renders",
+    )
+    thinking: Literal["auto", "on", "off"] = option(
+        "auto",
+        help="Reasoning models: auto = on for examples with reasoning (<think> or a reasoning field), off "
+        "(empty think block in the prompt, never trained) otherwise; on / off for every example",
+    )
+    think_tags: list[str] = option(["<think>", "</think>"], help="Tags that open and close reasoning")
+    kwargs: dict = option({}, help="Extra variables for the chat template (like chat_template_kwargs)")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: float = option(3.0, help="Passes over the training split")
+    max_steps: int = option(-1, help="Stop after this many optimizer steps (-1: use epochs)")
+    learning_rate: float | None = option(
+        None, help="Peak learning rate (default: the method's, e.g. 2e-4 for LoRA)"
+    )
+    batch_size: int = option(8, help="Rows per device per step")
+    gradient_accumulation_steps: int = option(1, help="Micro-batches per optimizer step")
+    lr_scheduler: str = option("cosine", help="transformers scheduler name: linear, cosine, constant, ...")
+    warmup_ratio: float = option(0.03, help="Fraction of steps spent warming up the learning rate")
+    weight_decay: float = option(0.0, help="AdamW weight decay")
+    max_grad_norm: float = option(1.0, help="Gradient clipping norm")
+    optimizer: str = option("adamw_torch", help="transformers optimizer name (adamw_torch, adamw_8bit, ...)")
+    seed: int = option(42, help="Seed for data order, initialisation and dropout")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto", help="auto = fp32 on CPU, bf16 on a GPU that supports it"
+    )
+    gradient_checkpointing: bool | None = option(None, help="Trade compute for memory (auto: off on CPU)")
+    logging_steps: int = option(10, help="Log loss every N steps")
+    save_steps: int = option(0, help="Checkpoint every N steps (0: at the end of every epoch)")
+    save_total_limit: int = option(2, help="Checkpoints kept on disk")
+    torch_compile: bool = option(
+        False, help="torch.compile the model (slow first step; helps full fine-tuning)"
+    )
+
+
+@dataclass
+class EvaluationConfig:
+    splits: list[str] = option(["test"], help="Splits to score (those present); validation if no test split")
+    compare_base: bool = option(True, help="Also score the base model, shown side by side")
+    batch_size: int = option(16, help="Examples per generation batch")
+    max_new_tokens: int = option(64, help="Generation length limit")
+    max_examples: int | None = option(None, help="Score at most this many examples per split")
+    strip_reasoning: bool = option(
+        True, help="Compare final answers: remove <think> blocks from references and generations"
+    )
+
+
+@dataclass
+class RunConfig:
+    name: str = option("run", help="Run name; the run directory is output_dir with {name} filled in")
+    output_dir: str = option("runs/{name}", help="Where the run directory is written")
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Base model"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data splits and tokenization"})
+    template: TemplateConfig = field(
+        default_factory=TemplateConfig, metadata={"help": "Chat template and how chats are rendered"}
+    )
+    formatter: dict | None = component(
+        "formatter", help="Turns records into examples (default: the default formatter)"
+    )
+    method: dict | None = component(
+        "method", help="Tuning method: which parameters train (default: the default method)"
+    )
+    objective: dict | None = component(
+        "objective", help="Training objective (default: the default objective)"
+    )
+    evaluators: list | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluators run on the evaluation splits (default: the default evaluators; [] for none)",
+            "component": "evaluator",
+            "many": True,
+        },
+    )
+    training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "Optimisation"})
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={"help": "Evaluation"})
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir.format(name=self.name))
+
+
+__all__ = [
+    "SECTIONS",
+    "DataConfig",
+    "EvaluationConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TemplateConfig",
+    "TrainingConfig",
+]
