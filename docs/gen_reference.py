@@ -3,7 +3,7 @@
     .venv/bin/python docs/gen_reference.py > docs/configuration.md       # RunConfig + built-in components
     .venv/bin/python docs/gen_reference.py cli > docs/cli.md             # every command and option
 
-``tests/test_docs.py`` fails when a committed page differs from what this prints. Only built-in
+``tests/core/test_docs.py`` fails when a committed page differs from what this prints. Only built-in
 components and commands are documented: plugins installed in the environment are left out, so the
 output is the same on every machine.
 """
@@ -72,6 +72,7 @@ def builtin_plugins() -> Any:
 def options_table(cls: type, prefix: str = "") -> list[str]:
     from tunesmith.coerce import describe_type
     from tunesmith.kinds import KIND
+    from tunesmith.options import describe_range
 
     fields = [f for f in dataclasses.fields(cls) if f.init]
     if not fields:
@@ -87,6 +88,8 @@ def options_table(cls: type, prefix: str = "") -> list[str]:
             type_text = "section"
         else:
             type_text = describe_type(hints[f.name])
+            if describe_range(f.metadata):
+                type_text += f", {describe_range(f.metadata)}"
         lines.append(
             f"| `{prefix}{f.name}` | {cell(type_text)} | {cell(field_default(f))} | {cell(f.metadata.get('help', ''))} |"
         )

@@ -63,7 +63,10 @@ class RichUI(Quiet):
             task = bar.add_task(description, total=total)
 
             def update(completed: int, total: int | None = None) -> None:
-                bar.update(task, completed=completed, **({"total": total} if total else {}))
+                if total:
+                    bar.update(task, completed=completed, total=total)
+                else:
+                    bar.update(task, completed=completed)
 
             yield update
 
@@ -208,6 +211,7 @@ def plugins_show(ctx: click.Context, name: str) -> None:
 
 def options_table(config_cls: type, title: str) -> Table:
     from tunesmith.coerce import describe_type
+    from tunesmith.options import describe_range
 
     table = Table(title=title, title_justify="left")
     for col in ("option", "type", "default", "help"):
@@ -218,9 +222,10 @@ def options_table(config_cls: type, title: str) -> Table:
         if kind:
             label = KIND[kind].label
             kind_type = f"list of {label}s" if f.metadata.get("many") else label
+        bounds = describe_range(f.metadata)
         table.add_row(
             f.name,
-            kind_type if kind else describe_type(hints[f.name]),
+            kind_type if kind else describe_type(hints[f.name]) + (f", {bounds}" if bounds else ""),
             Text(_default(f)),
             Text(f.metadata.get("help", "")),
         )
@@ -232,8 +237,8 @@ def options_table(config_cls: type, title: str) -> Table:
 def _default(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
         return repr(f.default)
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return repr(f.default_factory())  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        return repr(f.default_factory())
     return "(required)"
 
 

@@ -2,7 +2,8 @@
 
 ``coerce(value, tp)`` answers (ok, converted value) for the types ``Config`` fields use: ``bool``,
 ``int``, ``float``, ``str``, ``Literal[...]``, ``list[...]``, ``dict``, unions and ``Optional``.
-Booleans are booleans, or the strings true/false/yes/no/on/off/1/0.
+Booleans must be booleans: a quoted ``'yes'`` is a string, and ``trust_remote_code: 'no'`` must not
+mean true.
 """
 
 from __future__ import annotations
@@ -46,12 +47,8 @@ def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
         return True, out
     if origin is dict or tp is dict:
         return isinstance(value, dict), value
-    if tp is bool:
-        if isinstance(value, bool):
-            return True, value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return True, value.lower() in ("true", "yes", "on", "1")
-        return False, value
+    if tp is bool:  # YAML (and so --set) already reads true/false; a quoted 'yes' is a string
+        return isinstance(value, bool), value
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return True, value

@@ -43,7 +43,8 @@ class Component:
         pass
 
     def __init__(self, config: Any = None) -> None:
-        self.config = config if config is not None else self.Config()
+        #: The component's options: an instance of its ``Config`` (typed ``Any``: each subclass has its own).
+        self.config: Any = config if config is not None else self.Config()
         for key, value in self.common_options.items():
             setattr(self, key, value)
 

@@ -21,6 +21,7 @@ from tunesmith.coerce import coerce, describe
 from tunesmith.components import Component, DataSource, Evaluator, Formatter, Method, ModelProvider, Objective
 from tunesmith.errors import TunesmithError
 from tunesmith.kinds import KIND
+from tunesmith.options import out_of_range
 from tunesmith.plugins import Plugins
 from tunesmith.schema import SECTIONS, RunConfig, TrainingConfig
 
@@ -95,18 +96,47 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` overrides; values are parsed as YAML (so lists and numbers work)."""
+    """Apply ``a.b=value`` overrides; values are parsed as YAML (so lists and numbers work).
+
+    A number indexes a list (``evaluators.0.normalize=none``; the next free index appends); a
+    component written as a bare name becomes ``{name: ...}`` so its options can be set.
+    """
     for item in overrides:
         if "=" not in item:
             raise TunesmithError(f"--set expects key=value, got '{item}'")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        value = yaml.safe_load(raw) if raw.strip() else ""
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0]
+            raise TunesmithError(f"--set {item}: the value is not valid YAML ({problem})") from None
+        node: Any = data  # walks the YAML tree: mappings and lists
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[:i]) or "the config"
+            if isinstance(node, list):
+                if not part.isdigit():
+                    raise TunesmithError(
+                        f"--set {item}: {where} is a list; index it by number, e.g. {where}.0"
+                    )
+                index = int(part)
+                if index > len(node) or (index == len(node) and not last):
+                    raise TunesmithError(
+                        f"--set {item}: {where} has {len(node)} entries, so there is no index {index}"
+                    )
+                if last:
+                    node[index : index + 1] = [value]  # replace, or append at the next free index
+                    break
+                if isinstance(node[index], str):  # `evaluators: [perplexity]` + `evaluators.0.x=...`
+                    node[index] = {"name": node[index]}
+                if not isinstance(node[index], (dict, list)):
+                    raise TunesmithError(f"--set {item}: {where}.{part} is {node[index]!r}, not a mapping")
+                node = node[index]
                 continue
+            if last:
+                node[part] = value
+                break
             child = node.get(part)
             if isinstance(child, str) and i == 0 and part in _COMPONENT_FIELDS:
                 child = {"name": child}  # `method: lora` + `--set method.r=8`
@@ -114,11 +144,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 child = {}
             node[part] = child
             node = child
-        last = parts[-1]
-        if isinstance(node, list) and last.isdigit():
-            node[int(last)] = value
-        else:
-            node[last] = value
     return data
 
 
@@ -144,6 +169,9 @@ def resolve(data: dict[str, Any], plugins: Plugins) -> Resolved:
     }
     if "train" not in sources:
         errors.append("data.train: required (a data source, e.g. {name: jsonl, path: train.jsonl})")
+    errors.extend(_check_run_dir(config))
+    errors.extend(_check_splits(config))
+    errors.extend(_check_training(config))
     errors.extend(_check_template(config.template))
     evaluators = config.evaluators
     if evaluators is None:
@@ -195,6 +223,61 @@ def _model_provider(config: RunConfig, plugins: Plugins, errors: list[str]) -> M
         config.model.path = default.name
     cls = plugins.components["model"].get(config.model.path)
     return typing.cast(ModelProvider, cls()) if cls is not None else None
+
+
+def _check_run_dir(config: RunConfig) -> list[str]:
+    """The run name is one path component, and output_dir has no placeholder but ``{name}``."""
+    name = config.name
+    if not name or name in (".", "..") or any(c in name for c in "/\\") or name != name.strip():
+        return [f"name: {name!r} is not a valid run name: use one path component (letters, digits, - _ .)"]
+    try:
+        config.output_dir.format(name=name)
+    except KeyError as e:
+        hint = " (did you mean '{name}'?)" if difflib.get_close_matches(str(e.args[0]), ["name"]) else ""
+        return [f"output_dir: unknown placeholder {{{e.args[0]}}}{hint}; the only one is {{name}}"]
+    except (IndexError, ValueError) as e:
+        return [
+            f"output_dir: {config.output_dir!r} is not a valid pattern ({e}); write {{name}} for the run name"
+        ]
+    return []
+
+
+def _check_splits(config: RunConfig) -> list[str]:
+    """Evaluation names existing splits, and no held-out split is the training data itself."""
+    errors = []
+    for i, split in enumerate(config.evaluation.splits):
+        if split not in SPLITS:
+            hint = difflib.get_close_matches(split, SPLITS, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            errors.append(
+                f"evaluation.splits[{i}]: unknown split '{split}'{suggestion}; splits are {', '.join(SPLITS)}"
+            )
+    train = config.data.train
+    for split in ("validation", "test"):
+        held_out = getattr(config.data, split)
+        if train is not None and held_out is not None and held_out == train:
+            errors.append(
+                f"data.{split}: the same data as data.train; a held-out split must not be trained on"
+            )
+    return errors
+
+
+def _check_training(config: RunConfig) -> list[str]:
+    """The scheduler and optimizer are names transformers knows (checked against its own lists)."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    errors = []
+    t = config.training
+    for key, value, known in (
+        ("lr_scheduler", t.lr_scheduler, [s.value for s in SchedulerType]),
+        ("optimizer", t.optimizer, [o.value for o in OptimizerNames]),
+    ):
+        if value not in known:
+            hint = difflib.get_close_matches(value, known, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else f"; one of {', '.join(known[:12])}, ..."
+            errors.append(f"training.{key}: unknown {key.replace('lr_', '')} '{value}'{suggestion}")
+    return errors
 
 
 def _check_template(cfg: Any) -> list[str]:
@@ -270,10 +353,12 @@ class _Builder:
                 values[key] = self.build(hints[key], value, key_path, nested=nested)
             else:
                 ok, coerced = coerce(value, hints[key])
-                if ok:
-                    values[key] = coerced
-                else:
+                if not ok:
                     errors.append(f"{key_path}: expected {describe(hints[key])}, got {value!r}")
+                elif (problem := out_of_range(coerced, f.metadata)) is not None:
+                    errors.append(f"{key_path}: {problem}")
+                else:
+                    values[key] = coerced
         missing = [n for n, f in fields.items() if _required(f) and n not in values]
         for name in missing:
             errors.append(f"{path + '.' if path else ''}{name}: required")
@@ -343,13 +428,16 @@ class _Builder:
 
 
 def _required(f: dataclasses.Field) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _suggest(key: str, fields: dict[str, Any], cls: type) -> str:
     match = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
     if match:
         return f" (did you mean '{match[0]}'?)"
+    initials = [name for name in fields if "".join(w[0] for w in name.split("_") if w) == key.lower()]
+    if len(initials) == 1:  # `lr` for learning_rate, `bs` for batch_size
+        return f" (did you mean '{initials[0]}'?)"
     if cls is RunConfig:  # a section's option written at the top level: `learning_rate: ...`
         hints = typing.get_type_hints(RunConfig)
         for section in SECTIONS:

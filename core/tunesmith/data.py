@@ -9,7 +9,7 @@ rewrite history (Qwen3, Mistral v3), put EOS after the last turn only (Phi-3) or
 Packing without attention across samples. :func:`pack` puts several samples in one row with
 ``position_ids`` restarting at 0 for each, and :class:`Collator` passes no ``attention_mask``. Read from
 ``transformers/masking_utils.py`` (5.24: ``_preprocess_mask_arguments``, ``find_packed_sequence_indices``)
-and proven by ``tests/test_packing.py``, transformers then builds a per-sample causal mask only when ALL of:
+and proven by ``tests/core/test_packing.py``, transformers then builds a per-sample causal mask only when ALL of:
 
 1. ``position_ids`` are passed; a new sample starts wherever a position is not the previous one plus 1.
 2. ``attention_mask`` is ``None``: any 2D mask, even all ones, turns detection off (hence no mask here,
@@ -33,6 +33,7 @@ No torch import at module level: only :class:`Collator` needs it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -130,6 +131,19 @@ def _answered(example: Example, answer: str) -> list[dict[str, str]]:
     return [*(example.prompt or []), {"role": "assistant", "content": answer}]
 
 
+#: No tokenizer packs more characters than this into one token on average (16 is already rare): a
+#: record longer than ``max_length`` times this is over-long without tokenizing it (a 5 MB line would
+#: take minutes and gigabytes to tokenize only to be rejected).
+MAX_CHARS_PER_TOKEN = 32
+
+
+def _characters(example: Example) -> int:
+    texts = [example.text, example.chosen, example.rejected, example.completion]
+    for turns in (example.messages, example.prompt):
+        texts += [str(m.get("content", "")) + str(m.get("reasoning", "")) for m in turns or []]
+    return sum(len(t) for t in texts if t)
+
+
 def tokenize_example(
     example: Example,
     tokenizer: Any,
@@ -152,6 +166,14 @@ def tokenize_example(
     chat = chat or ChatFormat(tokenizer)
     kind = example.kind
     pair_truncated = False
+    chars = _characters(example)
+    if chars > max_length * MAX_CHARS_PER_TOKEN:
+        if not truncate or kind != "text":
+            raise InvalidRecord(
+                f"{chars:,} characters: far longer than data.max_length={max_length} tokens can hold "
+                "(found before tokenizing it)"
+            )
+        example = dataclasses.replace(example, text=(example.text or "")[: max_length * MAX_CHARS_PER_TOKEN])
     if kind == "chat":
         encoded = _encode_chat(chat, example.messages or [])
     elif kind == "text":
@@ -238,6 +260,8 @@ def tokenize_split(
     chat: ChatFormat | None = None,
 ) -> tuple[list[TokenizedExample], list[RecordProblem], TokenStats]:
     """Tokenize a split; an unusable example becomes a problem at its origin instead of stopping."""
+    from jinja2 import TemplateError
+
     done: list[TokenizedExample] = []
     problems: list[RecordProblem] = []
     chat = chat or ChatFormat(tokenizer)
@@ -255,6 +279,9 @@ def tokenize_split(
             )
         except InvalidRecord as e:
             problems.append(RecordProblem(example.origin, e.message, e.field))
+        except (ValueError, TemplateError) as e:  # the chat template refused the conversation
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            problems.append(RecordProblem(example.origin, f"the chat template refuses this example: {first}"))
     lengths = sorted(len(t.input_ids) for t in done)
     stats = TokenStats()
     if lengths:

@@ -110,7 +110,7 @@ def load_session(paths: list[Path], plugins: Plugins, *, active: str | None = No
             "after it"
         )
     if len(runs) > 1:
-        bases = {r.resolved.config.model.path for r in runs}
+        bases = {str(r.resolved.config.model.path) for r in runs}  # set for every resolved run
         if len(bases) > 1:
             raise TunesmithError("runs loaded together must share a base model", details=sorted(bases))
         not_peft = [r.name for r in runs if not r.resolved.method.produces_adapter]

@@ -12,9 +12,30 @@ from dataclasses import field
 from typing import Any
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
-    """A ``Config`` field with help text; mutable defaults (lists, dicts) are copied per instance."""
-    metadata = {"help": help}
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: float | None = None,
+    exclusive_maximum: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A ``Config`` field with help text; mutable defaults (lists, dicts) are copied per instance.
+
+    ``minimum`` / ``maximum`` (inclusive) and ``exclusive_minimum`` / ``exclusive_maximum`` bound a
+    number: config validation reports a value outside them with its key (``method.r: must be at least
+    1, got 0``), and ``plugins show`` and the docs print the range.
+    """
+    metadata: dict[str, Any] = {"help": help}
+    bounds = {
+        "minimum": minimum,
+        "maximum": maximum,
+        "exclusive_minimum": exclusive_minimum,
+        "exclusive_maximum": exclusive_maximum,
+    }
+    metadata.update({k: v for k, v in bounds.items() if v is not None})
     if isinstance(default, (list, dict, set)):
         value = default
         return field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
@@ -35,4 +56,44 @@ def component(kind: str, *, many: bool = False, help: str = "") -> Any:
     )
 
 
-__all__ = ["component", "option"]
+def out_of_range(value: Any, metadata: Any) -> str | None:
+    """Why a number is outside its option's bounds (None when it is inside, or not a number)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    if "minimum" in metadata and value < metadata["minimum"]:
+        return f"must be at least {metadata['minimum']:g}, got {value:g}"
+    if "exclusive_minimum" in metadata and value <= metadata["exclusive_minimum"]:
+        return f"must be greater than {metadata['exclusive_minimum']:g}, got {value:g}"
+    if "maximum" in metadata and value > metadata["maximum"]:
+        return f"must be at most {metadata['maximum']:g}, got {value:g}"
+    if "exclusive_maximum" in metadata and value >= metadata["exclusive_maximum"]:
+        return f"must be less than {metadata['exclusive_maximum']:g}, got {value:g}"
+    return None
+
+
+def describe_range(metadata: Any) -> str:
+    """The bounds of an option as text (``≥ 1``, ``0 ≤ x < 1``), or "" when it has none."""
+    low = (
+        f"{metadata['minimum']:g} ≤ "
+        if "minimum" in metadata
+        else f"{metadata['exclusive_minimum']:g} < "
+        if "exclusive_minimum" in metadata
+        else ""
+    )
+    high = (
+        f" ≤ {metadata['maximum']:g}"
+        if "maximum" in metadata
+        else f" < {metadata['exclusive_maximum']:g}"
+        if "exclusive_maximum" in metadata
+        else ""
+    )
+    if low and high:
+        return f"{low}x{high}"
+    if low:
+        return "≥ " + low.split(" ")[0] if "minimum" in metadata else "> " + low.split(" ")[0]
+    if high:
+        return high.strip()
+    return ""
+
+
+__all__ = ["component", "describe_range", "option", "out_of_range"]

@@ -46,9 +46,10 @@ def run(
     for warning in resolved.warnings:
         ui.warn(warning)
     prepared, tokenizer = prepare(resolved, ui, plugins)
+    device = Device.detect()
+    check_device(resolved, device)
     run_dir, resume_from = open_run_dir(resolved, prepared, tokenizer, overwrite=overwrite, resume=resume)
     try:
-        device = Device.detect()
         set_seed(resolved.config.training.seed)
         model = load_base(resolved, plugins, device, ui)
         base_size = model.get_memory_footprint()
@@ -76,13 +77,68 @@ def run(
         }
         write_results(run_dir, resolved, metrics, {"base": base_samples, "tuned": tuned_samples})
     except BaseException as exc:
-        run_dir.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        error = user_error(exc, run_dir, resume_from)
+        run_dir.set_status("failed", error=str(error or f"{type(exc).__name__}: {exc}").splitlines()[0])
+        if error is not None:
+            raise error from None
         raise
+    finally:
+        run_dir.unlock()
     plugins.call("on_run_end", run_dir=str(run_dir.path), metrics=metrics)
     return RunResult(run_dir.path, metrics)
 
 
+def user_error(exc: BaseException, run_dir: RunDir, resume_from: str | None) -> TunesmithError | None:
+    """What a failure means for the user, when it is not a bug: a full disk, an untrusted checkpoint."""
+    from tunesmith.rundir import is_disk_full
+    from tunesmith.training import last_complete_checkpoint
+
+    if isinstance(exc, TunesmithError):
+        return exc
+    if is_disk_full(exc):
+        checkpoint = last_complete_checkpoint(run_dir.path)
+        hint = (
+            f"its last complete checkpoint ({checkpoint.name}) is intact: free some space, then "
+            f"tunesmith run --resume {run_dir.path}"
+            if checkpoint
+            else "it has no complete checkpoint yet: free some space and start it again"
+        )
+        return TunesmithError(
+            f"no space left on the disk while writing {run_dir.path}",
+            details=["run.json says failed; " + hint],
+        )
+    if resume_from is not None and _is_refused_pickle(exc):
+        return TunesmithError(
+            f"checkpoint {resume_from} is not trusted: it holds objects other than plain tensors, and "
+            "tunesmith loads checkpoints with torch.load(weights_only=True), which runs no code",
+            details=[
+                "if you did not write that file yourself, do not load it: delete the checkpoint to resume "
+                "from an earlier one, or start the run again",
+            ],
+        )
+    return None
+
+
+def _is_refused_pickle(exc: BaseException | None) -> bool:
+    import pickle
+
+    while exc is not None:
+        if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 # ----------------------------------------------------------------------------------------- phases
+
+
+def check_device(resolved: Resolved, device: Device) -> None:
+    """Refuse what this machine cannot do before anything is written: fp16 training needs a GPU."""
+    if resolved.config.training.precision == "fp16" and device.type != "cuda":
+        raise TunesmithError(
+            f"training.precision: fp16 needs a CUDA GPU; this machine trains on {device.type}",
+            details=["use precision: auto (fp32 here, bf16 on a GPU that has it) or fp32"],
+        )
 
 
 def open_run_dir(
@@ -240,13 +296,26 @@ def write_results(
 
 def _check_resume(path: Path, config: dict[str, Any], manifest: dict[str, Any]) -> tuple[RunDir, str]:
     """Refuse to resume when config, data or tokenizer changed; otherwise the last whole checkpoint."""
-    from tunesmith.training import last_complete_checkpoint
 
     run = RunDir(path)
     if run.status == "missing":
         raise TunesmithError(f"no run to resume at {path}")
     if run.status == "complete":
         raise TunesmithError(f"{path} is already complete; nothing to resume")
+    run.lock()  # refuses a run that is still going
+    try:
+        checkpoint = _resumable_checkpoint(run, path, config, manifest)
+    except BaseException:
+        run.unlock()
+        raise
+    run.set_status("running", resumed_from=checkpoint.name)
+    return run, str(checkpoint)
+
+
+def _resumable_checkpoint(run: RunDir, path: Path, config: dict[str, Any], manifest: dict[str, Any]) -> Path:
+    """The checkpoint to resume from, when the inputs are those the run started with."""
+    from tunesmith.training import last_complete_checkpoint
+
     differences = _diff(run.config(), config, "config")
     old = run.manifest()
     for split in sorted(set(old["data"]) | set(manifest["data"])):
@@ -262,8 +331,7 @@ def _check_resume(path: Path, config: dict[str, Any], manifest: dict[str, Any]) 
     checkpoint = last_complete_checkpoint(path)
     if checkpoint is None:
         raise TunesmithError(f"cannot resume {path}: it has no complete checkpoint")
-    run.set_status("running", resumed_from=checkpoint.name)
-    return run, str(checkpoint)
+    return checkpoint
 
 
 def _diff(old: Any, new: Any, where: str) -> list[str]:

@@ -48,11 +48,21 @@ def read_data(resolved: Resolved) -> PreparedData:
     from tunesmith.data import read_split
 
     prepared = PreparedData(examples={})
+    unreadable = []
     for split, source in resolved.sources.items():
-        examples, bad = read_split(source, resolved.formatter)
+        try:
+            examples, bad = read_split(source, resolved.formatter)
+        except TunesmithError as e:  # a missing or unreadable file: read the other splits, then list all
+            unreadable.append(f"data.{split}: {e}")
+            continue
         prepared.examples[split] = examples
         prepared.dropped[split] = len(bad)
         prepared.problems.extend(bad)
+    if unreadable:
+        raise TunesmithError(
+            f"{len(unreadable)} data split(s) cannot be read:" if len(unreadable) > 1 else unreadable[0],
+            details=unreadable if len(unreadable) > 1 else [],
+        )
     if prepared.examples.get("train"):
         _check_kinds(resolved, prepared.examples["train"])
     return prepared
@@ -119,6 +129,8 @@ def prepare(resolved: Resolved, ui: Any, plugins: Plugins) -> tuple[PreparedData
 
     ui.step("Reading and validating data")
     prepared = read_data(resolved)
+    for warning in check_held_out(prepared):
+        ui.warn(warning)
     ui.step("Loading tokenizer")
     path = base_model_path(resolved, plugins, ui.note, tokenizer_only=True)
     tokenizer, notes = load_tokenizer(resolved.config.model, path, resolved.config.template.chat_template)
@@ -130,6 +142,36 @@ def prepare(resolved: Resolved, ui: Any, plugins: Plugins) -> tuple[PreparedData
         if n:
             ui.warn(f"{split}: dropped {n} invalid record(s) (data.on_invalid: drop)")
     return prepared, tokenizer
+
+
+def check_held_out(prepared: PreparedData) -> list[str]:
+    """Held-out splits must not be the training data: a split made only of training examples is an
+    error, one with some exact copies of training examples a warning (both name the counts)."""
+    train = {_content(ex) for ex in prepared.examples.get("train", [])}
+    warnings = []
+    for split in ("validation", "test"):
+        examples = prepared.examples.get(split) or []
+        copies = [ex for ex in examples if _content(ex) in train]
+        if copies and len(copies) == len(examples):
+            raise TunesmithError(
+                f"every {split} example ({len(examples)}) is also a training example: a held-out split "
+                "must not be trained on",
+                details=[f"e.g. {copies[0].origin}; point data.{split} at data the model does not train on"],
+            )
+        if copies:
+            warnings.append(
+                f"{len(copies)} of {len(examples)} {split} examples are exact copies of training examples "
+                f"(e.g. {copies[0].origin}): their scores measure memory, not generalisation"
+            )
+    return warnings
+
+
+def _content(example: Example) -> tuple[Any, ...]:
+    """An example's content without its origin, hashable."""
+    import json
+
+    fields = {k: v for k, v in dataclasses.asdict(example).items() if k != "origin"}
+    return (json.dumps(fields, sort_keys=True, ensure_ascii=False),)
 
 
 def thinking_used(resolved: Resolved, tokenizer: Any, prepared: PreparedData) -> bool:

@@ -71,7 +71,7 @@ def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], sam
         f"- trainable parameters: {params['trainable']:,} of {params['total']:,} "
         f"({100 * params['trainable'] / max(params['total'], 1):.4f}%)",
         f"- base model memory: {params['base_memory_bytes'] / 2**20:.1f} MiB",
-        f"- learning rate {cfg.training.learning_rate:g}, batch {cfg.training.batch_size} × "
+        f"- learning rate {resolved.training.learning_rate:g}, batch {cfg.training.batch_size} × "
         f"{cfg.training.gradient_accumulation_steps}, epochs {cfg.training.epochs:g}, seed {cfg.training.seed}",
         f"- training: {train.get('wall_seconds', 0):.1f} s, {train.get('rows', 0)} rows"
         + (f", {train['tokens_per_second']:,.0f} tokens/s" if "tokens_per_second" in train else ""),

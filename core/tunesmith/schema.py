@@ -41,7 +41,7 @@ class DataConfig:
     )
     validation: dict | None = component("data_source", help="Validation split (optional)")
     test: dict | None = component("data_source", help="Held-out test split (optional); never trained on")
-    max_length: int = option(1024, help="Maximum tokens per example (and per packed row)")
+    max_length: int = option(1024, minimum=8, help="Maximum tokens per example (and per packed row)")
     packing: bool = option(True, help="Pack several examples per row, with no attention across them")
     train_on_prompt: bool = option(False, help="Also train on prompt/user tokens (default: completion only)")
     truncate: bool = option(False, help="Truncate over-long examples (counted) instead of rejecting them")
@@ -78,26 +78,28 @@ class TemplateConfig:
 
 @dataclass
 class TrainingConfig:
-    epochs: float = option(3.0, help="Passes over the training split")
-    max_steps: int = option(-1, help="Stop after this many optimizer steps (-1: use epochs)")
+    epochs: float = option(3.0, exclusive_minimum=0, help="Passes over the training split")
+    max_steps: int = option(-1, minimum=-1, help="Stop after this many optimizer steps (-1: use epochs)")
     learning_rate: float | None = option(
-        None, help="Peak learning rate (default: the method's, e.g. 2e-4 for LoRA)"
+        None, exclusive_minimum=0, help="Peak learning rate (default: the method's, e.g. 2e-4 for LoRA)"
     )
-    batch_size: int = option(8, help="Rows per device per step")
-    gradient_accumulation_steps: int = option(1, help="Micro-batches per optimizer step")
+    batch_size: int = option(8, minimum=1, help="Rows per device per step")
+    gradient_accumulation_steps: int = option(1, minimum=1, help="Micro-batches per optimizer step")
     lr_scheduler: str = option("cosine", help="transformers scheduler name: linear, cosine, constant, ...")
-    warmup_ratio: float = option(0.03, help="Fraction of steps spent warming up the learning rate")
-    weight_decay: float = option(0.0, help="AdamW weight decay")
-    max_grad_norm: float = option(1.0, help="Gradient clipping norm")
+    warmup_ratio: float = option(
+        0.03, minimum=0, exclusive_maximum=1, help="Fraction of steps spent warming up the learning rate"
+    )
+    weight_decay: float = option(0.0, minimum=0, help="AdamW weight decay")
+    max_grad_norm: float = option(1.0, minimum=0, help="Gradient clipping norm")
     optimizer: str = option("adamw_torch", help="transformers optimizer name (adamw_torch, adamw_8bit, ...)")
     seed: int = option(42, help="Seed for data order, initialisation and dropout")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
         "auto", help="auto = fp32 on CPU, bf16 on a GPU that supports it"
     )
     gradient_checkpointing: bool | None = option(None, help="Trade compute for memory (auto: off on CPU)")
-    logging_steps: int = option(10, help="Log loss every N steps")
-    save_steps: int = option(0, help="Checkpoint every N steps (0: at the end of every epoch)")
-    save_total_limit: int = option(2, help="Checkpoints kept on disk")
+    logging_steps: int = option(10, minimum=1, help="Log loss every N steps")
+    save_steps: int = option(0, minimum=0, help="Checkpoint every N steps (0: at the end of every epoch)")
+    save_total_limit: int = option(2, minimum=1, help="Checkpoints kept on disk")
     torch_compile: bool = option(
         False, help="torch.compile the model (slow first step; helps full fine-tuning)"
     )
@@ -107,9 +109,9 @@ class TrainingConfig:
 class EvaluationConfig:
     splits: list[str] = option(["test"], help="Splits to score (those present); validation if no test split")
     compare_base: bool = option(True, help="Also score the base model, shown side by side")
-    batch_size: int = option(16, help="Examples per generation batch")
-    max_new_tokens: int = option(64, help="Generation length limit")
-    max_examples: int | None = option(None, help="Score at most this many examples per split")
+    batch_size: int = option(16, minimum=1, help="Examples per generation batch")
+    max_new_tokens: int = option(64, minimum=1, help="Generation length limit")
+    max_examples: int | None = option(None, minimum=1, help="Score at most this many examples per split")
     strip_reasoning: bool = option(
         True, help="Compare final answers: remove <think> blocks from references and generations"
     )

@@ -85,8 +85,11 @@ class ChatFormatter(Formatter):
     """OpenAI-style chats: a list of {role, content} turns ending with the assistant's answer.
 
     Roles are system, user and assistant; every assistant turn is trained on. A conversation must end
-    with an assistant turn, and no turn may be empty. An assistant turn may carry its reasoning in a
-    `reasoning` (or `reasoning_content`) field, or inline as `<think>...</think>` before the answer.
+    with an assistant turn, and no turn may be empty. With `alternate` (the default) it is an optional
+    system message, then user and assistant turns in turn, starting with the user: what every chat
+    template accepts (Mistral, Gemma and others raise on anything else). An assistant turn may carry
+    its reasoning in a `reasoning` (or `reasoning_content`) field, or inline as `<think>...</think>`
+    before the answer.
     """
 
     name = "chat"
@@ -94,6 +97,11 @@ class ChatFormatter(Formatter):
     @dataclass
     class Config:
         messages_field: str = option("messages", help="Field holding the list of {role, content} turns")
+        alternate: bool = option(
+            True,
+            help="Require an optional first system turn, then user/assistant turns in turn; turn off for "
+            "templates that accept several turns of one role in a row (Llama 3, Qwen, ChatML)",
+        )
 
     def format(self, record: Record) -> Example:
         key = self.config.messages_field
@@ -114,7 +122,28 @@ class ChatFormatter(Formatter):
                 f"conversation ends with a {messages[-1]['role']} turn; it must end with an assistant turn",
                 field=f"{key}[{len(messages) - 1}].role",
             )
+        if self.config.alternate:
+            _check_order(messages, key)
         return Example(messages=messages)
+
+
+def _check_order(messages: list[dict[str, str]], key: str) -> None:
+    """An optional first system turn, then user, assistant, user, ... (the order templates accept)."""
+    start = 1 if messages[0]["role"] == "system" else 0
+    for i, message in enumerate(messages[start:], start=start):
+        expected = "user" if (i - start) % 2 == 0 else "assistant"
+        if message["role"] == expected:
+            continue
+        if message["role"] == "system":
+            problem = "a system turn is only allowed first"
+        elif i == start:
+            problem = f"the conversation starts with an {message['role']} turn; the user speaks first"
+        else:
+            problem = f"two {message['role']} turns in a row; user and assistant turns must alternate"
+        raise InvalidRecord(
+            f"{problem} (set the chat formatter's alternate: false if your template accepts it)",
+            field=f"{key}[{i}].role",
+        )
 
 
 def _turn(turn: Any, where: str) -> dict[str, str]:

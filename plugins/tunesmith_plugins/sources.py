@@ -23,7 +23,61 @@ def _existing(path: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
         raise TunesmithError(f"data file not found: {path}")
+    _refuse_utf16(p, path)
     return p
+
+
+_UTF16_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+
+
+def _refuse_utf16(path: Path, shown: str) -> None:
+    """A UTF-16/32 file is not "invalid UTF-8 at line N" (its line numbers would be wrong): say what it is."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    encoding = next((name for bom, name in _UTF16_BOMS.items() if head.startswith(bom)), None)
+    if encoding is None and head.count(b"\x00") > len(head) // 4 and len(head) >= 4:
+        encoding = "UTF-16"  # no byte-order mark, but every other byte is zero
+    if encoding:
+        raise TunesmithError(
+            f"{shown}: the file is {encoding} encoded; tunesmith reads UTF-8",
+            details=[
+                f"convert it, e.g.: iconv -f {encoding} -t UTF-8 {shown} > {Path(shown).stem}.utf8{path.suffix}"
+            ],
+        )
+
+
+def _lone_surrogate(value: Any, where: str = "") -> str | None:
+    """The field path of the first string holding a lone surrogate (valid JSON, but not Unicode text:
+    ``"\\ud800"``), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "(value)"
+        return None
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((found for key, v in items if (found := _lone_surrogate(v, key)) is not None), None)
+
+
+def _json_record(value: Any, origin: str) -> Item:
+    if not isinstance(value, dict):
+        return RecordProblem(origin, f"expected a JSON object, got {_json_type(value)}")
+    bad = _lone_surrogate(value)
+    if bad is not None:
+        return RecordProblem(
+            origin, "holds a lone UTF-16 surrogate (an escape like \\ud800 with no pair): not text", field=bad
+        )
+    return Record(value, origin)
 
 
 def _json_type(value: Any) -> str:
@@ -72,10 +126,7 @@ class JsonlSource(DataSource):
                 except json.JSONDecodeError as e:
                     yield RecordProblem(origin, f"invalid JSON: {e.msg} (column {e.colno})")
                     continue
-                if not isinstance(value, dict):
-                    yield RecordProblem(origin, f"expected a JSON object, got {_json_type(value)}")
-                    continue
-                yield Record(value, origin)
+                yield _json_record(value, origin)
 
 
 class JsonSource(DataSource):
@@ -118,11 +169,7 @@ class JsonSource(DataSource):
             )
         lines = _element_lines(text, self.config.field, len(records))
         for value, line in zip(records, lines, strict=True):
-            origin = f"{self.config.path}:{line}"
-            if isinstance(value, dict):
-                yield Record(value, origin)
-            else:
-                yield RecordProblem(origin, f"expected a JSON object, got {_json_type(value)}")
+            yield _json_record(value, f"{self.config.path}:{line}")
 
 
 def _element_lines(text: str, field: str | None, count: int) -> list[int]:
@@ -216,15 +263,16 @@ class ParquetSource(DataSource):
         import pyarrow.parquet as pq
 
         path = _existing(self.config.path)
-        try:
-            parquet = pq.ParquetFile(path)
-        except pyarrow.ArrowException as e:
-            raise TunesmithError(f"{self.config.path}: not a readable Parquet file: {e}") from None
         row = 0
-        for batch in parquet.iter_batches(batch_size=1024):
-            for fields in batch.to_pylist():
-                yield Record(fields, f"{self.config.path} row {row}")
-                row += 1
+        try:  # a corrupt footer raises OSError ("Couldn't deserialize thrift"), a bad page ArrowException
+            parquet = pq.ParquetFile(path)
+            for batch in parquet.iter_batches(batch_size=1024):
+                for fields in batch.to_pylist():
+                    yield Record(fields, f"{self.config.path} row {row}")
+                    row += 1
+        except (pyarrow.ArrowException, OSError) as e:
+            where = f" (after row {row - 1})" if row else ""
+            raise TunesmithError(f"{self.config.path}: not a readable Parquet file{where}: {e}") from None
 
 
 class HfSource(DataSource):

@@ -567,13 +567,16 @@ class Conformance:
 
     def check_merge(self) -> str:
         merged, atol = self.merged, self.settings.merge_atol
+        peft_model: tuple[type, ...]
         try:
             from peft import PeftModel
+
+            peft_model = (PeftModel,)
         except ImportError:  # pragma: no cover - peft is a dependency
-            PeftModel = ()  # noqa: N806
+            peft_model = ()
         from transformers import PreTrainedModel
 
-        if isinstance(merged, PeftModel) or not isinstance(merged, PreTrainedModel):
+        if isinstance(merged, peft_model) or not isinstance(merged, PreTrainedModel):
             raise CheckFailed(f"merge() must return a plain transformers model, got {type(merged).__name__}")
         diff = self.max_diff(self.logits(merged), self.trained_logits)
         detail = f"merged vs unmerged logits: max |diff| {diff:.2e} (atol {atol:g})"

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tunesmith import EvalContext, EvalExample, Evaluator, TunesmithError, hookimpl, option
 
@@ -71,33 +71,36 @@ class Accuracy(Evaluator):
             raise TunesmithError(f"accuracy: unknown match '{cfg.match}'; choose normalized or exact")
         examples, predictions = ctx.answer(max_new_tokens=cfg.max_new_tokens)
         norm = normalize_answer if cfg.match == "normalized" else str.strip
-        hits = [norm(p) == norm(ex.reference) for p, ex in zip(predictions, examples, strict=True)]
+        # answer() returns only examples that have a reference
+        hits = [norm(p) == norm(cast(str, ex.reference)) for p, ex in zip(predictions, examples, strict=True)]
         self._record(ctx, cfg, examples, predictions, hits)
         return {"accuracy": sum(hits) / len(hits)}
 
     def _multiple_choice(self, ctx: EvalContext, cfg: Any) -> Mapping[str, float]:
-        examples = [ex for ex in ctx.examples if ex.choices and ex.reference is not None]
-        if not examples:
+        # (example, its choices) for the examples that have choices and a reference answer
+        multi = [(ex, ex.choices) for ex in ctx.examples if ex.choices and ex.reference is not None]
+        if not multi:
             raise TunesmithError(
                 "accuracy: no evaluation examples have choices and a reference answer",
                 details=["mode multiple-choice needs a formatter that sets Example.choices"],
             )
-        for ex in examples:
-            if ex.reference not in ex.choices:
+        for ex, choices in multi:
+            if ex.reference not in choices:
                 raise TunesmithError(
                     f"accuracy: {ex.origin or 'an example'}: the reference answer {ex.reference!r} is not "
-                    f"one of its choices {ex.choices!r}"
+                    f"one of its choices {choices!r}"
                 )
-        prompts = [ex.prompt for ex in examples for _ in ex.choices]
-        completions = [choice for ex in examples for choice in ex.choices]
+        prompts = [ex.prompt for ex, choices in multi for _ in choices]
+        completions = [choice for _, choices in multi for choice in choices]
         scores = iter(ctx.score(prompts, completions))
-        predictions, hits = [], []
-        for ex in examples:
-            ranked = [_rank(next(scores), cfg.length_normalize) for _ in ex.choices]
+        predictions: list[str] = []
+        hits: list[bool] = []
+        for ex, choices in multi:
+            ranked = [_rank(next(scores), cfg.length_normalize) for _ in choices]
             best = max(range(len(ranked)), key=lambda i: (ranked[i], -i))  # ties: the earlier choice
-            predictions.append(ex.choices[best])
-            hits.append(ex.choices[best] == ex.reference)
-        self._record(ctx, cfg, examples, predictions, hits)
+            predictions.append(choices[best])
+            hits.append(choices[best] == ex.reference)
+        self._record(ctx, cfg, [ex for ex, _ in multi], predictions, hits)
         return {"accuracy": sum(hits) / len(hits)}
 
     @staticmethod

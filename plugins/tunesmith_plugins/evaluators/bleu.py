@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from tunesmith import EvalContext, Evaluator, TunesmithError, hookimpl, option
 
@@ -38,7 +38,7 @@ class Bleu(Evaluator):
                 f"bleu: unknown tokenize '{cfg.tokenize}'; choose one of {', '.join(BLEU.TOKENIZERS)}"
             )
         examples, predictions = ctx.answer(max_new_tokens=cfg.max_new_tokens)
-        references = [ex.reference for ex in examples]
+        references = [cast(str, ex.reference) for ex in examples]  # answer() keeps only those with one
         bleu = BLEU(tokenize=cfg.tokenize, lowercase=cfg.lowercase)
         score = bleu.corpus_score(predictions, [references])
         ctx.record_samples(

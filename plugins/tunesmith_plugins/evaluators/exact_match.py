@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tunesmith import EvalContext, Evaluator, hookimpl, option
 
@@ -41,7 +41,8 @@ class ExactMatch(Evaluator):
             text = NORMALIZERS[cfg.normalize](text)
             return text if cfg.case_sensitive else text.casefold()
 
-        hits = [norm(p) == norm(ex.reference) for p, ex in zip(predictions, examples, strict=True)]
+        # answer() returns only examples that have a reference
+        hits = [norm(p) == norm(cast(str, ex.reference)) for p, ex in zip(predictions, examples, strict=True)]
         ctx.record_samples(
             [
                 {"prompt": ex.prompt, "reference": ex.reference, "prediction": p, "match": hit}

@@ -42,15 +42,20 @@ class PreferenceAccuracy(Evaluator):
         from tunesmith.hf import is_sequence_classifier
 
         cfg = self.config
-        pairs = [ex for ex in ctx.examples if ex.chosen is not None and ex.rejected is not None]
-        if not pairs:
+        triples = [
+            (ex, ex.chosen, ex.rejected)
+            for ex in ctx.examples
+            if ex.chosen is not None and ex.rejected is not None
+        ]
+        if not triples:
             raise TunesmithError(
                 "preference-accuracy: no evaluation example has a chosen and a rejected answer "
                 "(use a formatter that produces preference examples, e.g. preference)"
             )
+        pairs = [ex for ex, _, _ in triples]
         prompts = [ex.prompt for ex in pairs]
-        chosen = [ex.chosen for ex in pairs]
-        rejected = [ex.rejected for ex in pairs]
+        chosen = [c for _, c, _ in triples]
+        rejected = [r for _, _, r in triples]
         if is_sequence_classifier(ctx.model):
             scores = reward_scores(
                 ctx.model,

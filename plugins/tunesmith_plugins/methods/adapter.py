@@ -274,6 +274,7 @@ def insert_adapter(model: Any, spec: dict[str, Any], trainable: bool) -> str:
         layer = layers[i]
         for site in PLACEMENTS[spec["placement"]]:
             attr = _site(layer, site)
+            assert attr is not None  # find_layers returns only layers that have both sites
             wrapped = getattr(layer, attr)
             if not isinstance(wrapped, site_cls):
                 wrapped = site_cls(getattr(layer, attr))
@@ -453,10 +454,12 @@ def load_adapters(
         _check_fits(base_model, config, path)
 
     if combine == "stack":
-        for path, (config, tensors), w in zip(paths, artifacts, weights or [1.0] * len(paths), strict=True):
+        for path, (config, tensors), weight in zip(
+            paths, artifacts, weights or [1.0] * len(paths), strict=True
+        ):
             for entry in config["adapters"]:
                 entry["source"] = entry.get("source") or path
-            _load_entries(base_model, config, tensors, path, scale=float(w))
+            _load_entries(base_model, config, tensors, path, scale=float(weight))
     else:
         shapes = [[{k: e.get(k) for k in STRUCTURAL} for e in config["adapters"]] for config, _ in artifacts]
         for path, shape in zip(paths[1:], shapes[1:], strict=True):

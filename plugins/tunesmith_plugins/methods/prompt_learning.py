@@ -217,10 +217,14 @@ def _build_class() -> type:
                     out["logits"] = logits[:, n:]
             return out
 
-        def prepare_inputs_for_generation(self, *args: Any, task_ids: Any = None, **kwargs: Any) -> Any:
+        # peft assigns prepare_inputs_for_generation from a Module attribute, so mypy infers Tensor | Module
+        def prepare_inputs_for_generation(  # type: ignore[override]
+            self, *args: Any, task_ids: Any = None, **kwargs: Any
+        ) -> Any:
             config = self.active_peft_config
             n = config.num_virtual_tokens
-            inputs = self.base_model_prepare_inputs_for_generation(*args, **kwargs)
+            # peft's attribute is typed Tensor | Module (from nn.Module.__getattr__); it is the base's method
+            inputs = self.base_model_prepare_inputs_for_generation(*args, **kwargs)  # type: ignore[operator]
             cache_key = _cache_argument(self.get_base_model())
             cache = inputs.get("cache", inputs.get("past_key_values"))
             if inputs.get("use_cache", kwargs.get("use_cache")) is False:
@@ -253,13 +257,16 @@ def _build_class() -> type:
                 if first_step:
                     prefix = self.get_prompt(batch_size=batch)
                     if cache is not None:  # fill transformers' own cache object in place
-                        for layer_idx, layer in enumerate(prefix.layers):
+                        # peft annotates get_prompt -> Tensor; for prefix tuning it returns a transformers Cache
+                        for layer_idx, layer in enumerate(prefix.layers):  # type: ignore[attr-defined]
                             cache.update(layer.keys, layer.values, layer_idx)
                     else:  # use_cache=False: a fresh prefix for this full forward pass
                         inputs.pop("past_key_values", None)
                         inputs[cache_key] = prefix
             elif first_step:
                 if embeds is None:
+                    # peft found the embeddings when it built the prompt encoder
+                    assert self.word_embeddings is not None
                     embeds = self.word_embeddings(ids)
                 prompts = self.get_prompt(batch_size=batch, task_ids=task_ids).to(embeds.dtype)
                 inputs["inputs_embeds"] = torch.cat([prompts, embeds], dim=1)

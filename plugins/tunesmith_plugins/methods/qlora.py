@@ -126,7 +126,10 @@ class QLora(Lora):
                 weight = _dense_weight(layer).to(torch.float32)
                 for adapter in adapters:
                     if adapter in module.lora_A:
-                        weight = weight + module.get_delta_weight(adapter).to(torch.float32)
+                        # every concrete LoraLayer (Linear, Embedding, Conv, bnb) defines get_delta_weight;
+                        # peft's LoraLayer mixin does not declare it
+                        delta = module.get_delta_weight(adapter)  # type: ignore[attr-defined]
+                        weight = weight + delta.to(torch.float32)
                 base.set_submodule(name, _linear(layer, weight, dtype))
             elif isinstance(module, ModulesToSaveWrapper):
                 base.set_submodule(name, module.modules_to_save[adapters[0]])
@@ -175,7 +178,7 @@ def _dense_weight(layer: Any) -> Any:
 
         weight = layer.weight
         quant_state = getattr(weight, "quant_state", None)
-        if getattr(quant_state, "packing_format_for_cpu", False):
+        if quant_state is not None and getattr(quant_state, "packing_format_for_cpu", False):
             # On AVX512-BF16 CPUs bitsandbytes repacks a 4-bit weight for its CPU kernel at the first
             # eval-mode forward; dequantising the repacked bytes directly gives garbage, so unpack first.
             from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse, dequantize_4bit

@@ -1,8 +1,10 @@
-"""The built-in ``tiny`` base model: a small Llama pre-trained here, once, on a synthetic corpus.
+"""The built-in ``tiny`` base model: a small Llama pre-trained on a synthetic corpus.
 
-``model: {path: tiny}`` (the default model) loads it. The first use builds it (about 1,500 CPU steps,
-cached under ``$TUNESMITH_CACHE`` or ``~/.cache/tunesmith``); its tokenizer needs no training and is
-available at once, so ``data check`` never waits for the build.
+``model: {path: tiny}`` (the default model) loads it. Its pre-trained weights ship with tunesmith
+(``models/tiny-v3/``, 3 MB), so every machine starts from the same bytes; without them the first use
+builds the model (1,500 CPU steps, one process at a time, cached under ``$TUNESMITH_CACHE`` or
+``~/.cache/tunesmith``) from the recipe below, which is how the shipped weights were made. Its
+tokenizer needs no training, so ``data check`` never waits for a build.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ def pretrain(
     )
     model.train()
     losses: list[float] = []
+    started = time.monotonic()
     for step in range(steps):
         ids = batch()
         loss = model(input_ids=ids, labels=ids, use_cache=False).loss
@@ -148,8 +151,15 @@ def pretrain(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        if log and (step + 1) % 50 == 0:
-            log(f"pretrain step {step + 1}/{steps} loss {sum(losses[-50:]) / len(losses[-50:]):.3f}")
+        done = step + 1
+        if log and (done == min(10, steps) or done % 100 == 0 or done == steps):
+            elapsed = time.monotonic() - started
+            eta = elapsed / done * (steps - done)
+            recent = losses[-100:]
+            log(
+                f"pre-training the tiny model: step {done}/{steps}, loss {sum(recent) / len(recent):.3f}, "
+                f"{elapsed:.0f} s so far, about {eta:.0f} s to go"
+            )
     model.eval()
     tail = losses[-20:]
     return sum(tail) / len(tail) if tail else float("nan")
@@ -166,38 +176,93 @@ def is_complete(path: str | Path) -> bool:
     return (path / MARKER).is_file() and (path / "config.json").is_file()
 
 
+def shipped_model_dir() -> Path:
+    """The pre-trained weights shipped with tunesmith: the same bytes on every machine."""
+    return Path(__file__).with_name(VERSION)
+
+
 def ensure_tiny_model(
     cache_dir: str | Path | None = None,
     *,
     pretrain_steps: int = PRETRAIN_STEPS,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """The directory of the built-in tiny base model, building and caching it on first use.
+    """The directory of the built-in tiny base model, building and caching it when it is not shipped.
 
-    Built in a temporary sibling directory and moved into place with ``os.replace``, so a reader
-    never sees a half-written model; if another process wins the race, its directory is used.
-    ``pretrain_steps`` exists for tests; a non-default value is cached under its own name."""
+    The shipped weights (:func:`shipped_model_dir`) are used when present: pre-training gives slightly
+    different weights on different CPUs (float kernels differ), and the demo's numbers depend on them.
+    Otherwise the model is built once per cache: one process builds, under a file lock, while others
+    wait and then use its result; the build goes into a temporary sibling directory moved into place
+    with ``os.replace``, so a reader never sees a half-written model, and a killed build's temporary
+    directory is removed by the next one. ``pretrain_steps`` exists for tests; a non-default value is
+    never shipped and is cached under its own name."""
+    say = log or (lambda message: None)
+    if cache_dir is None and pretrain_steps == PRETRAIN_STEPS and is_complete(shipped_model_dir()):
+        return shipped_model_dir()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     name = VERSION if pretrain_steps == PRETRAIN_STEPS else f"{VERSION}-steps{pretrain_steps}"
     target = root / name
     if is_complete(target):
         return target
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-    try:
-        _build(tmp, pretrain_steps, log or (lambda message: None))
-        if target.exists() and not is_complete(target):  # debris of an older, interrupted layout
+    with _build_lock(root / f".{name}.lock", say):
+        if is_complete(target):  # another process built it while we waited
+            say(f"using the tiny model another process built in {target}")
+            return target
+        for stale in root.glob(f".{name}.tmp-*"):  # left by a killed build: nobody holds the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        if target.exists():  # debris of an older, interrupted layout
             shutil.rmtree(target, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
         try:
-            os.replace(tmp, target)
-        except OSError:
-            if not is_complete(target):  # lost the race to nothing valid: a real error
-                raise
-            if log:
-                log(f"another process built {target} first; using it")
+            _build(tmp, pretrain_steps, say)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not is_complete(target):  # a process that ignored the lock won with something invalid
+                    raise
+                say(f"another process built {target} first; using it")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def rebuild_shipped_weights(log: Callable[[str], None] = print) -> Path:
+    """Pre-train the tiny model from its recipe and make the result the shipped weights (``make
+    tiny-weights``). Only for changing the recipe (bump :data:`VERSION`): every machine then loads
+    the new bytes."""
+    target = shipped_model_dir()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{VERSION}.tmp-", dir=target.parent))
+    try:
+        _build(tmp, PRETRAIN_STEPS, log)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+class _build_lock:
+    """An exclusive ``flock`` on ``path`` for one build; a second process waits, saying so once."""
+
+    def __init__(self, path: Path, log: Callable[[str], None]) -> None:
+        self.path, self.log = path, log
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            self.log(f"waiting for {holder}, which is building the tiny model (one build at a time)")
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"process {os.getpid()}".encode(), 0)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing releases the lock
 
 
 def _build(out: Path, pretrain_steps: int, log: Callable[[str], None]) -> None:
@@ -293,7 +358,7 @@ def ensure_tiny_tokenizer(cache_dir: str | Path | None = None) -> Path:
 
 
 class TinyModel(ModelProvider):
-    """The built-in tiny Llama (~1M parameters), pre-trained locally on first use and cached.
+    """The built-in tiny Llama (~1M parameters), pre-trained on a synthetic corpus; weights shipped.
 
     Small enough to fine-tune on a laptop CPU in seconds; for demos, tests and trying configs before a
     real model.
@@ -306,8 +371,9 @@ class TinyModel(ModelProvider):
         return str(ensure_tiny_model(log=log))
 
     def tokenizer_path(self, log: Callable[[str], None]) -> str:
-        if is_complete(default_cache_dir() / VERSION):
-            return self.path(log)
+        for built in (shipped_model_dir(), default_cache_dir() / VERSION):
+            if is_complete(built):
+                return str(built)
         return str(ensure_tiny_tokenizer())
 
 

@@ -6,11 +6,10 @@ Only cheap imports at module level: tunesmith imports this module on every comma
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from tunesmith import Evaluator, TunesmithError, hookimpl, option
+from tunesmith import EvalContext, Evaluator, Register, TunesmithError, hookimpl, option
 
 UNITS = ("chars", "words")
 
@@ -36,12 +35,15 @@ class LengthRatio(Evaluator):
         max_new_tokens: int | None = option(None, help="Generation length limit (default: the run's)")
         tolerance: float = option(0.1, help="A ratio within 1 ± tolerance counts towards 'within_tolerance'")
 
-    def evaluate(self, ctx: Any) -> Mapping[str, float]:
-        cfg = ctx.config
-        if cfg.unit not in UNITS:
-            raise TunesmithError(
-                f"acme-length-ratio: unknown unit '{cfg.unit}'; choose one of {', '.join(UNITS)}"
-            )
+    def validate(self) -> Iterator[tuple[str, str]]:
+        """Checked with the rest of the run config, before anything loads: `evaluators[0].unit: ...`."""
+        if self.config.unit not in UNITS:
+            yield "unit", f"unknown unit '{self.config.unit}'; choose one of {', '.join(UNITS)}"
+        if self.config.tolerance < 0:
+            yield "tolerance", f"must be at least 0, got {self.config.tolerance}"
+
+    def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
+        cfg = self.config
         examples = [
             ex for ex in ctx.examples if ex.reference is not None and length(ex.reference, cfg.unit) > 0
         ]
@@ -57,5 +59,5 @@ class LengthRatio(Evaluator):
 
 
 @hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: Register[Evaluator]) -> None:
     register(LengthRatio)

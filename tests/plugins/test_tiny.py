@@ -53,7 +53,7 @@ def test_build_writes_marker_and_description(built):
     info = json.loads((built / tiny.INFO_FILE).read_text())
     assert info["pretraining"]["steps"] == STEPS and info["parameters"] > 0
     assert info["sizes"]["vocab_size"] == len(random_tiny.build_tokenizer())
-    assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    assert not [p for p in built.parent.iterdir() if p.name.startswith(".") and p.suffix != ".lock"]  # no temp dirs
 
 
 def test_reload_with_auto_classes_is_identical(built):
@@ -103,7 +103,56 @@ def test_losing_a_race_uses_the_winners_dir(tmp_path, monkeypatch):
     messages = []
     path = tiny.ensure_tiny_model(tmp_path, pretrain_steps=1, log=messages.append)
     assert tiny.is_complete(path) and any("another process" in m for m in messages)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [path.name]
+
+
+def test_two_processes_share_one_build(tmp_path):
+    """Started together on one cache, two processes build the model once: one builds under the lock,
+    the other waits (or finds it done) and uses the same directory; no temporary directory is left."""
+    import subprocess
+    import sys
+
+    script = (
+        "from tunesmith_plugins.models.tiny import ensure_tiny_model\n"
+        "print('RESULT', ensure_tiny_model(pretrain_steps=20, log=print), flush=True)\n"
+    )
+    env = {**os.environ, "TUNESMITH_CACHE": str(tmp_path)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    builds = sum(o.count("pre-training the tiny base model for") for o in outputs)
+    assert builds == 1, outputs
+    results = {line for o in outputs for line in o.splitlines() if line.startswith("RESULT")}
+    assert len(results) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [
+        f"{tiny.VERSION}-steps20"
+    ]
+
+
+def test_a_killed_builds_temporary_directory_is_removed(tmp_path):
+    stale = tmp_path / f".{tiny.VERSION}-steps1.tmp-dead"
+    stale.mkdir()
+    (stale / "config.json").write_text("{}")
+    path = tiny.ensure_tiny_model(tmp_path, pretrain_steps=1)
+    assert tiny.is_complete(path) and not stale.exists()
+
+
+def test_progress_says_how_long_is_left(tmp_path):
+    messages = []
+    tiny.ensure_tiny_model(tmp_path, pretrain_steps=12, log=messages.append)
+    progress = [m for m in messages if "s to go" in m]
+    assert progress and progress[0].startswith("pre-training the tiny model: step 10/12")
+
+
+def test_the_shipped_weights_are_the_default_and_complete():
+    shipped = tiny.shipped_model_dir()
+    assert tiny.is_complete(shipped), "models/tiny-v3 is missing: run `make tiny-weights`"
+    assert tiny.ensure_tiny_model() == shipped
+    info = json.loads((shipped / tiny.INFO_FILE).read_text())
+    assert info["name"] == tiny.VERSION and info["pretraining"]["steps"] == tiny.PRETRAIN_STEPS
 
 
 def test_default_cache_dir_honours_env(monkeypatch, tmp_path):
@@ -127,7 +176,7 @@ def test_pretraining_corpus_is_deterministic():
 def test_demo_splits_are_disjoint():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "examples" / "dates"
+    root = Path(__file__).resolve().parents[2] / "examples" / "dates"
     splits = {n: [json.loads(x) for x in open(root / f"{n}.jsonl")] for n in ("train", "validation", "test")}
     inputs = {n: {r["input"] for r in rows} for n, rows in splits.items()}
     assert not inputs["test"] & inputs["train"] and not inputs["test"] & inputs["validation"]

@@ -2,7 +2,7 @@
 
 The built-ins are found the way the CLI finds them (the ``tunesmith`` entry points), so a new built-in
 method is covered without touching this file. A method that fails to import is absent, not an error
-here: ``tests/test_plugins.py`` is where a broken plugin shows.
+here: ``tests/core/test_plugins.py`` is where a broken plugin shows.
 """
 
 from __future__ import annotations
