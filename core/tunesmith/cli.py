@@ -158,19 +158,26 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
                 for kind, comps in registry.components.items()
                 for name, cls in sorted(comps.items())
             ],
+            "warnings": registry.warnings,
         }
         click.echo(json.dumps(out, indent=2))
         return
     table = Table(title="Components", title_justify="left")
-    for col in ("kind", "name", "distribution", "summary"):
+    for col in ("kind", "name", "plugin", "distribution", "summary"):
         table.add_column(col, no_wrap=col != "summary")
     for kind, comps in registry.components.items():
         for name, cls in sorted(comps.items()):
             owner = registry.owner(kind, name)
             table.add_row(
-                KIND[kind].label, name, f"{owner.distribution} {owner.version}", Text(cls.summary())
+                KIND[kind].label,
+                name,
+                owner.name,
+                f"{owner.distribution} {owner.version}",
+                Text(cls.summary()),
             )
     console.print(table)
+    for line in registry.warnings:
+        RichUI(console).warn(line)
     odd = [i for i in registry.infos if i.status != "ok" or i.problems]
     if odd:
         problems = Table(title="Plugins needing attention", title_justify="left")
@@ -266,10 +273,14 @@ def data() -> None:
     """Inspect and validate training data."""
 
 
-def _load(ctx: click.Context, config: Path | None, overrides: tuple[str, ...]) -> Any:
+def _load(ctx: click.Context, config: Path | None, overrides: tuple[str, ...], ui: Any = None) -> Any:
+    """The resolved config; first, one warning line per broken plugin or mistyped plugin variable."""
     from tunesmith.config import load_config
 
-    return load_config(config, list(overrides), _plugins(ctx))
+    registry = _plugins(ctx)
+    for line in registry.attention():
+        (ui or RichUI(err_console)).warn(line)
+    return load_config(config, list(overrides), registry)
 
 
 set_option = click.option(
@@ -295,8 +306,9 @@ def data_check(
     from tunesmith.data import trained_segments
     from tunesmith.prepare import prepare
 
-    resolved = _load(ctx, config, overrides)
-    prepared, tokenizer = prepare(resolved, RichUI(err_console if as_json else console), _plugins(ctx))
+    ui = RichUI(err_console if as_json else console)
+    resolved = _load(ctx, config, overrides, ui)
+    prepared, tokenizer = prepare(resolved, ui, _plugins(ctx))
     shown = [(t.origin, trained_segments(t, tokenizer)) for t in prepared.tokenized["train"][: max(show, 0)]]
     if as_json:
         report = {
@@ -370,8 +382,9 @@ def run(
         config = resume / "config.yaml"
         if not config.is_file():
             raise TunesmithError(f"no run to resume at {resume}")
-    resolved = _load(ctx, config, overrides)
-    result = run_pipeline(resolved, _plugins(ctx), overwrite=overwrite, resume=resume, ui=RichUI())
+    ui = RichUI()
+    resolved = _load(ctx, config, overrides, ui)
+    result = run_pipeline(resolved, _plugins(ctx), overwrite=overwrite, resume=resume, ui=ui)
     print_metrics(result.metrics)
     console.print(f"[green]run complete:[/] {result.run_dir} (report: {result.run_dir / 'report.md'})")
 

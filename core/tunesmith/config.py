@@ -159,8 +159,9 @@ def resolve(data: dict[str, Any], plugins: Plugins) -> Resolved:
     errors: list[str] = []
     builder = _Builder(plugins, errors)
     config = builder.build(RunConfig, data, "", nested=False)
-    if errors:
+    if config is None:  # a required section is missing: nothing more can be checked
         raise TunesmithError("invalid config:", details=errors)
+    # A bad value was reported and left at its default: go on, so every mistake is listed at once.
     provider = _model_provider(config, plugins, errors)
     sources = {
         split: builder.choose("data_source", getattr(config.data, split), f"data.{split}")

@@ -281,7 +281,9 @@ def tokenize_split(
             problems.append(RecordProblem(example.origin, e.message, e.field))
         except (ValueError, TemplateError) as e:  # the chat template refused the conversation
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            problems.append(RecordProblem(example.origin, f"the chat template refuses this example: {first}"))
+            problems.append(
+                RecordProblem(example.origin, f"the chat template rejected this example: {first}")
+            )
     lengths = sorted(len(t.input_ids) for t in done)
     stats = TokenStats()
     if lengths:

@@ -74,6 +74,7 @@ def run(
             "method": resolved.method.name,
             "objective": resolved.objective.name,
             "errors": errors,
+            "plugin_errors": list(plugins.hook_failures),
         }
         write_results(run_dir, resolved, metrics, {"base": base_samples, "tuned": tuned_samples})
     except BaseException as exc:
@@ -85,6 +86,10 @@ def run(
     finally:
         run_dir.unlock()
     plugins.call("on_run_end", run_dir=str(run_dir.path), metrics=metrics)
+    if plugins.hook_failures:  # observer hooks that raised, on_run_end's included
+        run_dir.set_status("complete", plugin_errors=plugins.hook_failures)
+        for failure in plugins.hook_failures:
+            ui.warn(failure)
     return RunResult(run_dir.path, metrics)
 
 

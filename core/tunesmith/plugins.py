@@ -97,16 +97,55 @@ class Plugins:
         self.components: dict[str, dict[str, type[Component]]] = {kind.name: {} for kind in KINDS}
         self.owners: dict[tuple[str, str], PluginInfo] = {}
         self._objects: dict[str, Any] = {}
+        #: Things worth a warning line at the start of a command: unknown names in the environment
+        #: variables, third-party components standing in for disabled built-ins.
+        self.warnings: list[str] = []
+        #: Observer hooks that raised during this invocation (``"plugin: on_log raised ..."``).
+        self.hook_failures: list[str] = []
         allow = _env_list("TUNESMITH_LOAD_PLUGINS")
         block = _env_list("TUNESMITH_DISABLE_PLUGINS") or set()
-        for source in entry_point_sources() if sources is None else sources:
+        all_sources = list(entry_point_sources() if sources is None else sources)
+        disabled_builtins = []
+        for source in all_sources:
             info = PluginInfo(source.name, source.distribution, source.version, source.module)
             self.infos.append(info)
             allowed = allow is None or source.name in allow or source.distribution == BUILTIN_DISTRIBUTION
             if source.name in block or not allowed:
                 info.status = "disabled"
+                if info.builtin:
+                    disabled_builtins.append(source)
                 continue
             self._add(source, info)
+        names = sorted(s.name for s in all_sources)
+        for variable, listed in (("TUNESMITH_LOAD_PLUGINS", allow), ("TUNESMITH_DISABLE_PLUGINS", block)):
+            for name in sorted((listed or set()) - set(names)):
+                self.warnings.append(
+                    f"{variable} names '{name}', which is not an installed plugin{_did_you_mean(name, names)}; "
+                    "plugin names are the entry-point names `tunesmith plugins list` shows"
+                )
+        self._note_replaced_builtins(disabled_builtins)
+
+    def _note_replaced_builtins(self, disabled: list[PluginSource]) -> None:
+        """Say when a third-party component takes the name of a built-in that is disabled."""
+        builtin_names: set[tuple[str, str]] = set()
+        for source in disabled:
+            try:
+                obj = source.load()
+            except Exception:  # noqa: BLE001 - a built-in that cannot load has nothing to shadow
+                continue
+            for kind in KINDS:
+                hook = getattr(obj, kind.hook, None)
+                if callable(hook) and hasattr(hook, "tunesmith_impl"):
+                    try:
+                        hook(lambda cls, kind=kind: builtin_names.add((kind.name, cls.name)))
+                    except Exception:  # noqa: BLE001
+                        continue
+        for (kind, name), owner in sorted(self.owners.items()):
+            if (kind, name) in builtin_names and not owner.builtin:
+                self.warnings.append(
+                    f"{KIND[kind].label} '{name}' comes from plugin '{owner.name}' ({owner.distribution} "
+                    f"{owner.version}): the built-in of that name is disabled"
+                )
 
     # ------------------------------------------------------------------ loading, one plugin at a time
 
@@ -188,6 +227,15 @@ class Plugins:
     def failed(self) -> list[PluginInfo]:
         return [info for info in self.infos if info.status == "failed"]
 
+    def attention(self) -> list[str]:
+        """One line per plugin that failed to load, then :attr:`warnings`: shown when a command starts."""
+        lines = [
+            f"plugin '{i.name}' ({i.distribution} {i.version}) failed to load at {i.stage}: {i.error}; "
+            "its components are unavailable (tunesmith plugins list)"
+            for i in self.failed
+        ]
+        return lines + self.warnings
+
     def get(self, kind: str, name: str) -> type[Component]:
         """The component class, or a :class:`TunesmithError` naming what is available and what failed."""
         available = self.components[kind]
@@ -229,7 +277,9 @@ class Plugins:
             except Exception as exc:  # noqa: BLE001
                 if self.strict:
                     raise
-                info.problems.append(f"{hook_name} raised {type(exc).__name__}: {exc}; plugin disabled")
+                problem = f"{hook_name} raised {type(exc).__name__}: {exc}; plugin disabled"
+                info.problems.append(problem)
+                self.hook_failures.append(f"plugin '{info.name}' ({info.distribution}): {problem}")
                 info.status = "failed"
                 info.stage = hook_name
 

@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from tunesmith import Example, Formatter, InvalidRecord, Record, hookimpl, option
+from tunesmith import Example, Formatter, InvalidRecord, Record, Register, hookimpl, option
 
 ROLES = ("system", "user", "assistant")
 #: Fields holding an assistant turn's reasoning (OpenAI-compatible servers and Qwen3 use these names).
@@ -338,7 +338,7 @@ class PromptFormatter(Formatter):
 
 
 @hookimpl
-def register_formatters(register: Any) -> None:
+def register_formatters(register: Register[Formatter]) -> None:
     for cls in (
         AlpacaFormatter,
         ChatFormatter,

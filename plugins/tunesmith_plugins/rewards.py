@@ -14,7 +14,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tunesmith import EvalContext, Evaluator, Example, Reward, TunesmithError, component, hookimpl, option
+from tunesmith import (
+    EvalContext,
+    Evaluator,
+    Example,
+    Register,
+    Reward,
+    TunesmithError,
+    component,
+    hookimpl,
+    option,
+)
 
 
 class FormatReward(Reward):
@@ -270,7 +280,7 @@ def labelled(rewards: list[Reward]) -> list[tuple[str, float, Reward]]:
 
 
 @hookimpl
-def register_rewards(register: Any) -> None:
+def register_rewards(register: Register[Reward]) -> None:
     register(FormatReward)
     register(LengthReward)
     register(ExactAnswerReward)
@@ -279,5 +289,5 @@ def register_rewards(register: Any) -> None:
 
 
 @hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: Register[Evaluator]) -> None:
     register(MeanReward)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith import DataSource, Record, RecordProblem, TunesmithError, hookimpl, option
+from tunesmith import DataSource, Record, RecordProblem, Register, TunesmithError, hookimpl, option
 
 Item = Record | RecordProblem
 
@@ -309,6 +309,6 @@ class HfSource(DataSource):
 
 
 @hookimpl
-def register_data_sources(register: Any) -> None:
+def register_data_sources(register: Register[DataSource]) -> None:
     for cls in (JsonlSource, JsonSource, CsvSource, ParquetSource, HfSource):
         register(cls)

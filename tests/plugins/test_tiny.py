@@ -53,7 +53,9 @@ def test_build_writes_marker_and_description(built):
     info = json.loads((built / tiny.INFO_FILE).read_text())
     assert info["pretraining"]["steps"] == STEPS and info["parameters"] > 0
     assert info["sizes"]["vocab_size"] == len(random_tiny.build_tokenizer())
-    assert not [p for p in built.parent.iterdir() if p.name.startswith(".") and p.suffix != ".lock"]  # no temp dirs
+    assert not [
+        p for p in built.parent.iterdir() if p.name.startswith(".") and p.suffix != ".lock"
+    ]  # no temp dirs
 
 
 def test_reload_with_auto_classes_is_identical(built):
@@ -183,3 +185,15 @@ def test_demo_splits_are_disjoint():
     assert len(splits["test"]) == 100 and all(
         set(r) == {"instruction", "input", "output"} for r in splits["test"]
     )
+
+
+def test_data_check_needs_no_model_build(tmp_path, monkeypatch):
+    """Without shipped weights or a cache, the tokenizer alone is built (milliseconds): data checks and
+    data errors never wait for pre-training."""
+    monkeypatch.setattr(tiny, "shipped_model_dir", lambda: tmp_path / "not-shipped")
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tiny, "_build", lambda *a, **k: pytest.fail("pre-trained a model for a tokenizer"))
+    path = tiny.TinyModel().tokenizer_path(print)
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(path).chat_template == random_tiny.CHAT_TEMPLATE

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from tunesmith import EvalContext, EvalExample, Evaluator, TunesmithError, hookimpl, option
+from tunesmith import EvalContext, EvalExample, Evaluator, Register, TunesmithError, hookimpl, option
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -56,7 +56,7 @@ class Accuracy(Evaluator):
         max_new_tokens: int | None = option(
             None, help="generate mode: generation length limit (default: the run's)"
         )
-        show: int = option(3, help="how many predictions to keep for the report")
+        show: int = option(3, minimum=0, help="how many predictions to keep for the report")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
         cfg = self.config
@@ -124,5 +124,5 @@ def _rank(score: tuple[float, int], length_normalize: bool) -> float:
 
 
 @hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: Register[Evaluator]) -> None:
     register(Accuracy)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
-from tunesmith import EvalContext, Evaluator, TunesmithError, hookimpl, option
+from tunesmith import EvalContext, Evaluator, Register, TunesmithError, hookimpl, option
 
 
 class Bleu(Evaluator):
@@ -25,7 +25,7 @@ class Bleu(Evaluator):
         )
         lowercase: bool = option(False, help="lowercase predictions and references before scoring")
         max_new_tokens: int | None = option(None, help="generation length limit (default: the run's)")
-        show: int = option(3, help="how many predictions to keep for the report")
+        show: int = option(3, minimum=0, help="how many predictions to keep for the report")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
         cfg = self.config
@@ -51,5 +51,5 @@ class Bleu(Evaluator):
 
 
 @hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: Register[Evaluator]) -> None:
     register(Bleu)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
-from tunesmith import EvalContext, Evaluator, hookimpl, option
+from tunesmith import EvalContext, Evaluator, Register, hookimpl, option
 
 NORMALIZERS = {
     "none": lambda s: s,
@@ -31,7 +31,7 @@ class ExactMatch(Evaluator):
         )
         case_sensitive: bool = option(True, help="compare letter case too")
         max_new_tokens: int | None = option(None, help="generation length limit (default: the run's)")
-        show: int = option(3, help="how many predictions to keep for the report")
+        show: int = option(3, minimum=0, help="how many predictions to keep for the report")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
         cfg = self.config
@@ -53,5 +53,5 @@ class ExactMatch(Evaluator):
 
 
 @hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: Register[Evaluator]) -> None:
     register(ExactMatch)

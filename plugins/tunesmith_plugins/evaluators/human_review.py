@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith import EvalContext, EvalExample, Evaluator, TunesmithError, hookimpl, option
+from tunesmith import EvalContext, EvalExample, Evaluator, Register, TunesmithError, hookimpl, option
 from tunesmith_plugins.evaluators.review_sheet import (
     COLUMNS,
     KEY_FILE,
@@ -178,7 +178,7 @@ def _write(path: Path, text: str) -> None:
 
 
 @hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: Register[Evaluator]) -> None:
     register(HumanReview)
 
 

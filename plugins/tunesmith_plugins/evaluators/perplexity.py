@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from tunesmith import EvalContext, Evaluator, TunesmithError, hookimpl
+from tunesmith import EvalContext, Evaluator, Register, TunesmithError, hookimpl
 
 
 class Perplexity(Evaluator):
@@ -44,5 +43,5 @@ class Perplexity(Evaluator):
 
 
 @hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: Register[Evaluator]) -> None:
     register(Perplexity)

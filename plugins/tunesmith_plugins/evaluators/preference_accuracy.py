@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tunesmith import EvalContext, Evaluator, TunesmithError, hookimpl, option
+from tunesmith import EvalContext, Evaluator, Register, TunesmithError, hookimpl, option
 
 
 class PreferenceAccuracy(Evaluator):
@@ -36,7 +36,7 @@ class PreferenceAccuracy(Evaluator):
         length_normalize: bool = option(
             False, help="causal LMs: compare mean log-prob per token instead of the sum (ignores length)"
         )
-        show: int = option(3, help="how many scored pairs to keep for the report")
+        show: int = option(3, minimum=0, help="how many scored pairs to keep for the report")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
         from tunesmith.hf import is_sequence_classifier
@@ -148,5 +148,5 @@ def reward_scores(
 
 
 @hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: Register[Evaluator]) -> None:
     register(PreferenceAccuracy)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from tunesmith import EvalContext, Evaluator, TunesmithError, hookimpl, option
+from tunesmith import EvalContext, Evaluator, Register, TunesmithError, hookimpl, option
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -25,7 +24,7 @@ class Rouge(Evaluator):
     class Config:
         use_stemmer: bool = option(False, help="Porter-stem words before matching (running = run)")
         max_new_tokens: int | None = option(None, help="generation length limit (default: the run's)")
-        show: int = option(3, help="how many predictions to keep for the report")
+        show: int = option(3, minimum=0, help="how many predictions to keep for the report")
 
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
         cfg = self.config
@@ -52,5 +51,5 @@ class Rouge(Evaluator):
 
 
 @hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: Register[Evaluator]) -> None:
     register(Rouge)

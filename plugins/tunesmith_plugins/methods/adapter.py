@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from tunesmith import Method, TunesmithError, hookimpl, option
+from tunesmith import Method, Register, TunesmithError, hookimpl, option
 
 FORMAT = "tunesmith-bottleneck-adapter"
 FORMAT_VERSION = 1
@@ -58,7 +58,9 @@ class Adapter(Method):
 
     @dataclass
     class Config:
-        bottleneck: int = option(64, help="Width of the adapter's bottleneck (hidden → bottleneck → hidden)")
+        bottleneck: int = option(
+            64, minimum=1, help="Width of the adapter's bottleneck (hidden → bottleneck → hidden)"
+        )
         reduction_factor: int | None = option(
             None, help="If set, bottleneck = hidden_size // reduction_factor (overrides bottleneck)"
         )
@@ -66,7 +68,9 @@ class Adapter(Method):
             "pfeiffer", help="pfeiffer: one adapter after each MLP; houlsby: after attention and after MLP"
         )
         activation: Literal["relu", "gelu", "silu"] = option("relu", help="Non-linearity in the bottleneck")
-        dropout: float = option(0.0, help="Dropout on the bottleneck activations (training only)")
+        dropout: float = option(
+            0.0, minimum=0, exclusive_maximum=1, help="Dropout on the bottleneck activations (training only)"
+        )
         layers: list[int] | None = option(
             None, help="Decoder layers to adapt (0-based, negative counts from the end); null: all"
         )
@@ -492,5 +496,5 @@ def load_adapters(
 
 
 @hookimpl
-def register_methods(register):
+def register_methods(register: Register[Method]) -> None:
     register(Adapter)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from tunesmith import hookimpl
+from tunesmith import Method, Register, hookimpl
 from tunesmith_plugins.methods.lora import Lora
 
 
@@ -29,5 +29,5 @@ class Dora(Lora):
 
 
 @hookimpl
-def register_methods(register):
+def register_methods(register: Register[Method]) -> None:
     register(Dora)

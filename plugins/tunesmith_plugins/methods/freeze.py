@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tunesmith import Method, TunesmithError, hookimpl, option
+from tunesmith import Method, Register, TunesmithError, hookimpl, option
 
 
 class Freeze(Method):
@@ -112,5 +112,5 @@ def _decoder_layers(model: Any) -> tuple[str, int]:
 
 
 @hookimpl
-def register_methods(register):
+def register_methods(register: Register[Method]) -> None:
     register(Freeze)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from tunesmith import Method, hookimpl
+from tunesmith import Method, Register, hookimpl
 
 
 class Full(Method):
@@ -34,5 +34,5 @@ class Full(Method):
 
 
 @hookimpl
-def register_methods(register):
+def register_methods(register: Register[Method]) -> None:
     register(Full)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tunesmith import PeftMethod, TunesmithError, hookimpl, option
+from tunesmith import Method, PeftMethod, Register, TunesmithError, hookimpl, option
 
 
 class IA3(PeftMethod):
@@ -68,5 +68,5 @@ class IA3(PeftMethod):
 
 
 @hookimpl
-def register_methods(register):
+def register_methods(register: Register[Method]) -> None:
     register(IA3)

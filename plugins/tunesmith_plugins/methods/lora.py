@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tunesmith import PeftMethod, TunesmithError, hookimpl, option
+from tunesmith import Method, PeftMethod, Register, TunesmithError, hookimpl, option
 from tunesmith_plugins.methods.targets import coverage, expert_parameters, linear_leaves, routers
 
 
@@ -25,9 +25,11 @@ class Lora(PeftMethod):
 
     @dataclass
     class Config:
-        r: int = option(16, help="Rank of the update matrices")
-        alpha: int = option(32, help="Scaling numerator: updates are scaled by alpha / r")
-        dropout: float = option(0.05, help="Dropout on the LoRA input")
+        r: int = option(16, minimum=1, help="Rank of the update matrices")
+        alpha: int = option(
+            32, exclusive_minimum=0, help="Scaling numerator: updates are scaled by alpha / r"
+        )
+        dropout: float = option(0.05, minimum=0, exclusive_maximum=1, help="Dropout on the LoRA input")
         target_modules: list[str] | str = option(
             "all-linear",
             help="Modules to adapt: 'all-linear' or a list of names/regex (e.g. [q_proj, v_proj])",
@@ -118,5 +120,5 @@ class Lora(PeftMethod):
 
 
 @hookimpl
-def register_methods(register):
+def register_methods(register: Register[Method]) -> None:
     register(Lora)

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from tunesmith import Method, PeftMethod, TunesmithError, hookimpl, option
+from tunesmith import Method, PeftMethod, Register, TunesmithError, hookimpl, option
 
 
 class _PromptLearning(PeftMethod):
@@ -59,7 +59,7 @@ class PrefixTuning(_PromptLearning):
 
     @dataclass
     class Config:
-        num_virtual_tokens: int = option(16, help="Length of the learned prefix, per layer")
+        num_virtual_tokens: int = option(16, minimum=1, help="Length of the learned prefix, per layer")
         prefix_projection: bool = option(
             False, help="Re-parameterise the prefix through an MLP while training"
         )
@@ -98,7 +98,7 @@ class PromptTuning(_PromptLearning):
 
     @dataclass
     class Config:
-        num_virtual_tokens: int = option(16, help="Number of learned virtual tokens")
+        num_virtual_tokens: int = option(16, minimum=1, help="Number of learned virtual tokens")
         init: Literal["random", "text", "sample-vocab"] = option(
             "random",
             help="Initialise randomly, from init_text's embeddings, or from random vocabulary tokens",
@@ -153,7 +153,7 @@ class PTuning(_PromptLearning):
 
     @dataclass
     class Config:
-        num_virtual_tokens: int = option(16, help="Number of learned virtual tokens")
+        num_virtual_tokens: int = option(16, minimum=1, help="Number of learned virtual tokens")
         encoder: Literal["mlp", "lstm"] = option("mlp", help="Prompt encoder: an MLP or a bidirectional LSTM")
         encoder_hidden_size: int = option(128, help="Hidden size of the prompt encoder")
         encoder_num_layers: int = option(2, help="Layers of the prompt encoder (LSTM only)")
@@ -290,7 +290,7 @@ def _build_class() -> type:
 
 
 @hookimpl
-def register_methods(register):
+def register_methods(register: Register[Method]) -> None:
     register(PrefixTuning)
     register(PromptTuning)
     register(PTuning)

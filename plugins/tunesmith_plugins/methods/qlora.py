@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from tunesmith import TunesmithError, hookimpl, option
+from tunesmith import Method, Register, TunesmithError, hookimpl, option
 from tunesmith_plugins.methods.lora import Lora
 
 
@@ -205,5 +205,5 @@ def _linear(layer: Any, weight: Any, dtype: Any) -> Any:
 
 
 @hookimpl
-def register_methods(register):
+def register_methods(register: Register[Method]) -> None:
     register(QLora)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tunesmith import ModelProvider, hookimpl
+from tunesmith import ModelProvider, Register, hookimpl
 
 VERSION = "tiny-v3"  # bump when the tokenizer, sizes, corpus or pre-training recipe change
 MARKER = "TUNESMITH_COMPLETE"  # written last: a directory without it is an interrupted build
@@ -378,5 +378,5 @@ class TinyModel(ModelProvider):
 
 
 @hookimpl
-def register_models(register: Any) -> None:
+def register_models(register: Register[ModelProvider]) -> None:
     register(TinyModel)

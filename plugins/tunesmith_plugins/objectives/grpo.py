@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from tunesmith import Objective, Reward, TrainContext, TunesmithError, component, hookimpl, option
+from tunesmith import Objective, Register, Reward, TrainContext, TunesmithError, component, hookimpl, option
 from tunesmith_plugins.rewards import labelled
 
 
@@ -39,12 +39,16 @@ class Grpo(Objective):
             help="Reward plugins: [{name: <reward>, weight: 1.0, <its options>}] (see plugins list)",
         )
         num_generations: int = option(4, help="Completions sampled per prompt (the group size, at least 2)")
-        max_completion_length: int = option(16, help="Maximum new tokens per completion")
-        temperature: float = option(1.0, help="Sampling temperature of the completions")
-        top_p: float = option(1.0, help="Nucleus sampling threshold (1.0: off)")
-        beta: float = option(0.0, help="KL penalty to the starting model (0.0: no reference model, faster)")
-        epsilon: float = option(0.2, help="Clipping range of the policy ratio")
-        num_iterations: int = option(1, help="Optimisation passes over each generated batch")
+        max_completion_length: int = option(16, minimum=1, help="Maximum new tokens per completion")
+        temperature: float = option(1.0, exclusive_minimum=0, help="Sampling temperature of the completions")
+        top_p: float = option(
+            1.0, exclusive_minimum=0, maximum=1, help="Nucleus sampling threshold (1.0: off)"
+        )
+        beta: float = option(
+            0.0, minimum=0, help="KL penalty to the starting model (0.0: no reference model, faster)"
+        )
+        epsilon: float = option(0.2, exclusive_minimum=0, help="Clipping range of the policy ratio")
+        num_iterations: int = option(1, minimum=1, help="Optimisation passes over each generated batch")
         scale_rewards: Literal["group", "batch", "none"] = option(
             "group", help="Divide advantages by the std of the group, of the batch, or not at all"
         )
@@ -143,5 +147,5 @@ def _text(completion: Any) -> str:
 
 
 @hookimpl
-def register_objectives(register: Any) -> None:
+def register_objectives(register: Register[Objective]) -> None:
     register(Grpo)

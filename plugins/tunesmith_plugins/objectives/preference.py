@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from tunesmith import Objective, TunesmithError, hookimpl, option
+from tunesmith import Objective, Register, TunesmithError, hookimpl, option
 
 
 def _is_peft(model: Any) -> bool:
@@ -176,7 +176,11 @@ class Dpo(_TrlPreference):
 
     @dataclass
     class Config:
-        beta: float = option(0.1, help="β: strength of the pull towards the reference (higher = stay closer)")
+        beta: float = option(
+            0.1,
+            exclusive_minimum=0,
+            help="β: strength of the pull towards the reference (higher = stay closer)",
+        )
         loss_type: Literal[
             "sigmoid",
             "ipo",
@@ -246,7 +250,7 @@ class Kto(_TrlPreference):
 
     @dataclass
     class Config:
-        beta: float = option(0.1, help="β: strength of the pull towards the reference")
+        beta: float = option(0.1, exclusive_minimum=0, help="β: strength of the pull towards the reference")
         desirable_weight: float = option(1.0, help="Loss weight of desirable examples")
         undesirable_weight: float = option(
             1.0, help="Loss weight of undesirable examples (raise it when they are rarer)"
@@ -363,6 +367,6 @@ class Simpo(_TrlPreference):
 
 
 @hookimpl
-def register_objectives(register: Any) -> None:
+def register_objectives(register: Register[Objective]) -> None:
     for cls in (Dpo, Orpo, Kto, Simpo):
         register(cls)

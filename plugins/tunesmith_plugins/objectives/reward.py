@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tunesmith import Objective, hookimpl, option
+from tunesmith import Objective, Register, hookimpl, option
 
 # Methods whose artifact cannot carry a trained classification head (the head of a reward model is new
 # and random, so it must train and be saved), with the reason shown to the user.
@@ -106,5 +106,5 @@ def _is_regex(pattern: str) -> bool:
 
 
 @hookimpl
-def register_objectives(register: Any) -> None:
+def register_objectives(register: Register[Objective]) -> None:
     register(RewardModel)

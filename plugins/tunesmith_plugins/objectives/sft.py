@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunesmith import Objective, hookimpl
+from tunesmith import Objective, Register, hookimpl
 
 
 class Sft(Objective):
@@ -42,5 +42,5 @@ class Sft(Objective):
 
 
 @hookimpl
-def register_objectives(register):
+def register_objectives(register: Register[Objective]) -> None:
     register(Sft)
