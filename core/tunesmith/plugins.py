@@ -140,10 +140,10 @@ class Plugins:
                         hook(lambda cls, kind=kind: builtin_names.add((kind.name, cls.name)))
                     except Exception:  # noqa: BLE001
                         continue
-        for (kind, name), owner in sorted(self.owners.items()):
-            if (kind, name) in builtin_names and not owner.builtin:
+        for (kind_name, name), owner in sorted(self.owners.items()):
+            if (kind_name, name) in builtin_names and not owner.builtin:
                 self.warnings.append(
-                    f"{KIND[kind].label} '{name}' comes from plugin '{owner.name}' ({owner.distribution} "
+                    f"{KIND[kind_name].label} '{name}' comes from plugin '{owner.name}' ({owner.distribution} "
                     f"{owner.version}): the built-in of that name is disabled"
                 )
 

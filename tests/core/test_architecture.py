@@ -52,6 +52,7 @@ LAYERS = {
     # The conformance kits drive a component the way the engine does (tokenized rows, rendered examples).
     "kits": {
         "tunesmith.testing",
+        "tunesmith.testing.kit",
         "tunesmith.testing.methods",
         "tunesmith.testing.objectives",
         "tunesmith.testing.evaluators",

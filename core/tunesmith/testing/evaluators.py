@@ -64,13 +64,12 @@ from typing import Any, ClassVar
 from tunesmith.components import Evaluator
 from tunesmith.errors import TunesmithError
 from tunesmith.examples import Example
-from tunesmith.testing.methods import SMALL_MODEL, CheckFailed, CheckResult, format_results
+from tunesmith.testing.kit import CheckFailed, CheckResult, Kit, format_results, pytest_check
+from tunesmith.testing.methods import SMALL_MODEL
 from tunesmith.testing.objectives import (
     _build,
-    _Kit,
     _names,
     _problems,
-    _pytest_check,
     _settings_from,
     _show,
     number_problems,
@@ -139,7 +138,7 @@ def _floats(metrics: Any, what: str) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-class EvaluatorChecker(_Kit):
+class EvaluatorChecker(Kit):
     """Runs the checks for one evaluator; builds the model once and caches what checks share.
 
     ``evaluator`` is an :class:`~tunesmith.Evaluator` subclass (built with ``Config(**options)``) or an
@@ -437,7 +436,7 @@ if pytest is not None:
             kit.close()
 
         def _check(self, kit: EvaluatorChecker, name: str) -> None:
-            _pytest_check(type(self), kit, name, f"evaluator '{kit.evaluator.name}'")
+            pytest_check(type(self), kit, name, f"evaluator '{kit.evaluator.name}'")
 
         def test_returns_numbers(self, evaluator_kit: EvaluatorChecker) -> None:
             self._check(evaluator_kit, "returns_numbers")

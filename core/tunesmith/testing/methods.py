@@ -66,15 +66,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from tunesmith.components import Method
 from tunesmith.errors import TunesmithError
+from tunesmith.testing.kit import CheckFailed, CheckResult, CheckSkipped, Kit, format_results, pytest_check
 
 #: The check names, in the order they run.
 CHECKS = (
@@ -121,33 +120,6 @@ class Settings:
     model_dir: str | Path | None = None
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one check: ``status`` is passed, failed, skipped or xfailed."""
-
-    name: str
-    status: str
-    detail: str
-
-    @property
-    def ok(self) -> bool:
-        """False only for a failed check (a skipped or expected failure is not a failure)."""
-        return self.status != "failed"
-
-
-class CheckFailed(AssertionError):
-    """A check found the method does not conform; the message says what was measured."""
-
-
-class CheckSkipped(Exception):
-    """A check does not apply to this method; the message says why."""
-
-
-class _Raised:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
 @dataclass
 class _Trained:
     model: Any
@@ -170,13 +142,16 @@ def _task_rows(seed: int) -> list[str]:
     return rows
 
 
-class Conformance:
+class Conformance(Kit):
     """Runs the checks for one method; builds the base model, trains once, and caches what checks share.
 
     ``method`` is a :class:`~tunesmith.Method` subclass (built with ``Config(**options)``) or an
     instance. ``workdir`` holds the saved base model and artifacts (a temporary directory if omitted;
     :meth:`close` removes it).
     """
+
+    checks = CHECKS
+    what = "method"
 
     def __init__(
         self,
@@ -192,82 +167,7 @@ class Conformance:
             self.method = method
         else:
             self.method = method(method.Config(**dict(options or {})))
-        self.settings = settings or Settings()
-        self._own_dir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix="tunesmith-conformance-") if workdir is None else workdir)
-        self._cache: dict[str, Any] = {}
-
-    def close(self) -> None:
-        self._cache.clear()
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Conformance:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    # ---------------------------------------------------------------------------------- running
-
-    def run(self, name: str) -> str:
-        """Run one check: returns its detail, raises :class:`CheckFailed` or :class:`CheckSkipped`."""
-        if name not in CHECKS:
-            raise ValueError(f"unknown check '{name}'; the checks are: {', '.join(CHECKS)}")
-        import torch
-
-        saved = torch.get_num_threads()
-        if self.settings.threads:
-            torch.set_num_threads(self.settings.threads)
-        try:
-            return getattr(self, f"check_{name}")()
-        finally:
-            torch.set_num_threads(saved)
-
-    def results(
-        self,
-        checks: Iterable[str] | None = None,
-        *,
-        skip: Mapping[str, str] | None = None,
-        xfail: Mapping[str, str] | None = None,
-    ) -> list[CheckResult]:
-        """Run ``checks`` (all by default) and collect a :class:`CheckResult` for each."""
-        skip, xfail = dict(skip or {}), dict(xfail or {})
-        names = list(CHECKS if checks is None else checks)
-        unknown = sorted((set(names) | set(skip) | set(xfail)) - set(CHECKS))
-        if unknown:
-            raise ValueError(f"unknown check(s) {', '.join(unknown)}; the checks are: {', '.join(CHECKS)}")
-        out = []
-        for name in names:
-            if name in skip:
-                out.append(CheckResult(name, "skipped", skip[name]))
-                continue
-            try:
-                status, detail = "passed", self.run(name)
-            except CheckSkipped as exc:
-                status, detail = "skipped", str(exc)
-            except Exception as exc:  # noqa: BLE001 - a crashing method fails the check, with the error
-                status = "failed"
-                detail = str(exc) if isinstance(exc, CheckFailed) else f"{type(exc).__name__}: {exc}"
-            if name in xfail:
-                if status == "failed":
-                    status, detail = "xfailed", f"{xfail[name]} ({detail})"
-                elif status == "passed":
-                    status, detail = "failed", f"expected to fail ({xfail[name]}) but passed: {detail}"
-            out.append(CheckResult(name, status, detail))
-        return out
-
-    def _once(self, key: str, build: Callable[[], Any]) -> Any:
-        """``build()`` once; its value, or the exception it raised, is shared by every later call."""
-        if key not in self._cache:
-            try:
-                self._cache[key] = build()
-            except Exception as exc:
-                self._cache[key] = _Raised(exc)
-        value = self._cache[key]
-        if isinstance(value, _Raised):
-            raise value.exc
-        return value
+        super().__init__(settings or Settings(), workdir)
 
     # ----------------------------------------------------------------------------------- pieces
 
@@ -637,11 +537,6 @@ def check_method(
         return run.results(checks, skip=skip, xfail=xfail)
 
 
-def format_results(results: Iterable[CheckResult]) -> str:
-    """One line per check: status, name, detail."""
-    return "\n".join(f"{r.status.upper():8} {r.name:21} {r.detail}" for r in results)
-
-
 # ------------------------------------------------------------------------------------- pytest
 
 try:
@@ -696,29 +591,7 @@ if pytest is not None:
             run.close()
 
         def _check(self, conformance: Conformance, name: str) -> None:
-            cls = type(self)
-            if name in cls.skip:
-                pytest.skip(cls.skip[name])
-            label = f"method '{conformance.method.name}', check '{name}'"
-            failure = None
-            try:
-                detail = conformance.run(name)
-            except CheckSkipped as exc:
-                pytest.skip(f"{label}: {exc}")
-            except CheckFailed as exc:
-                failure = str(exc)
-            except Exception as exc:
-                if name in cls.xfail:
-                    pytest.xfail(f"{cls.xfail[name]} ({type(exc).__name__}: {exc})")
-                raise
-            if failure is not None:  # outside the except block: no chained traceback in the report
-                if name in cls.xfail:
-                    pytest.xfail(f"{cls.xfail[name]} ({failure})")
-                pytest.fail(f"{label} failed: {failure}", pytrace=False)
-            if name in cls.xfail:
-                pytest.fail(
-                    f"{label} is marked xfail ({cls.xfail[name]}) but passed: {detail}", pytrace=False
-                )
+            pytest_check(type(self), conformance, name, f"method '{conformance.method.name}'")
 
         def test_loss_decreases(self, conformance: Conformance) -> None:
             self._check(conformance, "loss_decreases")
