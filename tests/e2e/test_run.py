@@ -101,3 +101,31 @@ def test_resume_continues_from_the_last_checkpoint_and_refuses_changed_inputs(ru
     train.write_text(train.read_text().replace("UPPER", "upper") + train.read_text().splitlines()[0] + "\n")
     result = cli("run", "--resume", str(run_dir))
     assert result.exit_code == 2 and "data split 'train' changed" in result.output
+
+
+def test_a_failing_observer_hook_is_recorded_in_the_run(run_config):
+    """A tracker plugin whose on_log raises does not stop the run, and the run says so: run.json,
+    metrics.json and the report list it."""
+    import types
+
+    from tunesmith import hookimpl
+    from tunesmith.cli import cli as group
+    from tunesmith.plugins import Plugins, PluginSource, entry_point_sources
+
+    def on_log(run_dir, step, logs):
+        raise ConnectionError("tracker down")
+
+    tracker = types.ModuleType("tracker")
+    tracker.on_log = hookimpl(on_log)
+    plugins = Plugins(
+        [*entry_point_sources(), PluginSource("tracker", "acme-tracker", "1.0", "tracker", lambda: tracker)]
+    )
+    config = run_config()
+    result = CliRunner().invoke(group, ["run", str(config)], obj=plugins, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    run_dir = config.parent / "runs" / "t"
+    status = json.loads((run_dir / "run.json").read_text())
+    assert status["status"] == "complete" and "tracker down" in status["plugin_errors"][0]
+    assert "tracker down" in json.loads((run_dir / "metrics.json").read_text())["plugin_errors"][0]
+    assert "Plugin hooks that failed" in (run_dir / "report.md").read_text()
+    assert "tracker down" in result.output
