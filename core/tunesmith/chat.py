@@ -226,7 +226,7 @@ class ChatFormat:
             return self.tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=generation_prompt, **self._kwargs(thinking)
             )
-        except jinja2.TemplateError as e:
+        except (jinja2.TemplateError, ValueError) as e:  # the template's raise_exception, or transformers'
             hint = ""
             if any(m["role"] == "system" for m in messages):
                 hint = " (the template may have no system role: set template.system_message to merge or drop)"

@@ -154,8 +154,13 @@ def load_config(path: str | Path | None, overrides: list[str], plugins: Plugins)
     return resolve(data, plugins)
 
 
-def resolve(data: dict[str, Any], plugins: Plugins) -> Resolved:
-    """Validate ``data`` against the schema and the installed components; instantiate the components."""
+def resolve(data: dict[str, Any], plugins: Plugins, *, new_run: bool = True) -> Resolved:
+    """Validate ``data`` against the schema and the installed components; instantiate the components.
+
+    ``new_run=False`` reads the config of a run that already exists (``eval``, ``generate``, ``merge``):
+    the checks that only guard starting a run (its name, its output directory, its splits) are skipped,
+    so a run made under older rules stays usable.
+    """
     errors: list[str] = []
     builder = _Builder(plugins, errors)
     config = builder.build(RunConfig, data, "", nested=False)
@@ -170,9 +175,10 @@ def resolve(data: dict[str, Any], plugins: Plugins) -> Resolved:
     }
     if "train" not in sources:
         errors.append("data.train: required (a data source, e.g. {name: jsonl, path: train.jsonl})")
-    errors.extend(_check_run_dir(config))
-    errors.extend(_check_splits(config))
-    errors.extend(_check_training(config))
+    if new_run:
+        errors.extend(_check_run_dir(config))
+        errors.extend(_check_splits(config))
+        errors.extend(_check_training(config))
     errors.extend(_check_template(config.template))
     evaluators = config.evaluators
     if evaluators is None:
@@ -236,7 +242,7 @@ def _check_run_dir(config: RunConfig) -> list[str]:
     except KeyError as e:
         hint = " (did you mean '{name}'?)" if difflib.get_close_matches(str(e.args[0]), ["name"]) else ""
         return [f"output_dir: unknown placeholder {{{e.args[0]}}}{hint}; the only one is {{name}}"]
-    except (IndexError, ValueError) as e:
+    except (IndexError, ValueError, AttributeError, TypeError) as e:
         return [
             f"output_dir: {config.output_dir!r} is not a valid pattern ({e}); write {{name}} for the run name"
         ]

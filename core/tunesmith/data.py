@@ -33,7 +33,6 @@ No torch import at module level: only :class:`Collator` needs it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -167,13 +166,11 @@ def tokenize_example(
     kind = example.kind
     pair_truncated = False
     chars = _characters(example)
-    if chars > max_length * MAX_CHARS_PER_TOKEN:
-        if not truncate or kind != "text":
-            raise InvalidRecord(
-                f"{chars:,} characters: far longer than data.max_length={max_length} tokens can hold "
-                "(found before tokenizing it)"
-            )
-        example = dataclasses.replace(example, text=(example.text or "")[: max_length * MAX_CHARS_PER_TOKEN])
+    if chars > max_length * MAX_CHARS_PER_TOKEN and not truncate:
+        raise InvalidRecord(
+            f"{chars:,} characters: far longer than data.max_length={max_length} tokens can hold "
+            "(found before tokenizing it; data.truncate: true cuts such records instead)"
+        )
     if kind == "chat":
         encoded = _encode_chat(chat, example.messages or [])
     elif kind == "text":
@@ -260,8 +257,6 @@ def tokenize_split(
     chat: ChatFormat | None = None,
 ) -> tuple[list[TokenizedExample], list[RecordProblem], TokenStats]:
     """Tokenize a split; an unusable example becomes a problem at its origin instead of stopping."""
-    from jinja2 import TemplateError
-
     done: list[TokenizedExample] = []
     problems: list[RecordProblem] = []
     chat = chat or ChatFormat(tokenizer)
@@ -279,11 +274,6 @@ def tokenize_split(
             )
         except InvalidRecord as e:
             problems.append(RecordProblem(example.origin, e.message, e.field))
-        except (ValueError, TemplateError) as e:  # the chat template refused the conversation
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            problems.append(
-                RecordProblem(example.origin, f"the chat template rejected this example: {first}")
-            )
     lengths = sorted(len(t.input_ids) for t in done)
     stats = TokenStats()
     if lengths:

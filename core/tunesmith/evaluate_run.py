@@ -34,7 +34,7 @@ def evaluate_run(
         data["evaluators"] = [{"name": name} for name in evaluators]
     if splits:
         data["evaluation"]["splits"] = splits
-    resolved = resolve(data, plugins)
+    resolved = resolve(data, plugins, new_run=False)
     loaded = LoadedRun(loaded.run, resolved)
     prepared = read_data(resolved)
     check_problems(resolved, prepared)

@@ -60,6 +60,8 @@ def out_of_range(value: Any, metadata: Any) -> str | None:
     """Why a number is outside its option's bounds (None when it is inside, or not a number)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return f"must be a finite number, got {value}"
     if "minimum" in metadata and value < metadata["minimum"]:
         return f"must be at least {metadata['minimum']:g}, got {value:g}"
     if "exclusive_minimum" in metadata and value <= metadata["exclusive_minimum"]:

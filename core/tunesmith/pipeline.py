@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tunesmith.config import Resolved
 from tunesmith.contexts import Device, TrainContext
@@ -77,20 +77,30 @@ def run(
             "plugin_errors": list(plugins.hook_failures),
         }
         write_results(run_dir, resolved, metrics, {"base": base_samples, "tuned": tuned_samples})
+        plugins.call("on_run_end", run_dir=str(run_dir.path), metrics=metrics)
+        if plugins.hook_failures:  # observer hooks that raised, on_run_end's included
+            run_dir.set_status("complete", plugin_errors=plugins.hook_failures)
+            for failure in plugins.hook_failures:
+                ui.warn(failure)
     except BaseException as exc:
-        error = user_error(exc, run_dir, resume_from)
-        run_dir.set_status("failed", error=str(error or f"{type(exc).__name__}: {exc}").splitlines()[0])
-        if error is not None:
-            raise error from None
-        raise
+        fail(run_dir, exc, resume_from)
     finally:
-        run_dir.unlock()
-    plugins.call("on_run_end", run_dir=str(run_dir.path), metrics=metrics)
-    if plugins.hook_failures:  # observer hooks that raised, on_run_end's included
-        run_dir.set_status("complete", plugin_errors=plugins.hook_failures)
-        for failure in plugins.hook_failures:
-            ui.warn(failure)
+        run_dir.unlock()  # only now: the run's last write is done
     return RunResult(run_dir.path, metrics)
+
+
+def fail(run_dir: RunDir, exc: BaseException, resume_from: str | None) -> NoReturn:
+    """Mark the run failed (unless it already completed) and raise what the user should see."""
+    error = user_error(exc, run_dir, resume_from)
+    if run_dir.status != "complete":
+        message = str(error or f"{type(exc).__name__}: {exc}").splitlines()[0]
+        try:
+            run_dir.set_status("failed", error=message)
+        except OSError:
+            pass  # the status could not be written at all: the original error matters more
+    if error is not None:
+        raise error from None
+    raise exc
 
 
 def user_error(exc: BaseException, run_dir: RunDir, resume_from: str | None) -> TunesmithError | None:
@@ -109,8 +119,8 @@ def user_error(exc: BaseException, run_dir: RunDir, resume_from: str | None) -> 
             else "it has no complete checkpoint yet: free some space and start it again"
         )
         return TunesmithError(
-            f"no space left on the disk while writing {run_dir.path}",
-            details=["run.json says failed; " + hint],
+            f"no space left on a disk while running {run_dir.path}",
+            details=[f"{type(exc).__name__}: {exc}".splitlines()[0], "run.json says failed; " + hint],
         )
     if resume_from is not None and _is_refused_pickle(exc):
         return TunesmithError(
@@ -164,8 +174,14 @@ def open_run_dir(
     if resume is not None:
         return _check_resume(Path(resume), config_dict, manifest)
     run_dir = RunDir.create(cfg.run_dir, overwrite=overwrite)
-    run_dir.write_config(config_dict)
-    write_json(run_dir.path / "manifest.json", manifest)
+    try:
+        run_dir.write_config(config_dict)
+        write_json(run_dir.path / "manifest.json", manifest)
+    except BaseException as exc:
+        try:
+            fail(run_dir, exc, None)
+        finally:
+            run_dir.unlock()
     return run_dir, None
 
 
@@ -310,10 +326,10 @@ def _check_resume(path: Path, config: dict[str, Any], manifest: dict[str, Any]) 
     run.lock()  # refuses a run that is still going
     try:
         checkpoint = _resumable_checkpoint(run, path, config, manifest)
+        run.set_status("running", resumed_from=checkpoint.name)
     except BaseException:
         run.unlock()
         raise
-    run.set_status("running", resumed_from=checkpoint.name)
     return run, str(checkpoint)
 
 

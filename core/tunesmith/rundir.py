@@ -86,44 +86,62 @@ class RunDir:
 
     @classmethod
     def create(cls, path: Path, *, overwrite: bool) -> RunDir:
-        """A new, empty run directory, locked by this process. Creating it is atomic (``mkdir``): of
-        two processes starting the same run, one gets it and the other an error."""
+        """A new, empty run directory, locked by this process. Creating it is atomic (``mkdir``, then
+        the lock): of two processes starting the same run, one gets it and the other an error."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise TunesmithError(f"{path} exists and is a file, not a run directory; choose another name")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()  # an empty directory (made by hand, say) is taken as absent
         try:
             path.mkdir()
         except FileExistsError:
-            if not overwrite:
-                raise TunesmithError(
-                    f"run directory {path} already exists",
-                    details=[
-                        "pass --overwrite to replace it, --resume to continue it, or choose another name"
-                    ],
-                ) from None
-            cls._remove(path)
-            try:
-                path.mkdir()
-            except FileExistsError:
-                raise TunesmithError(f"another process created {path} while it was being replaced") from None
+            if not cls._is_empty(path):
+                if not overwrite:
+                    raise TunesmithError(
+                        f"run directory {path} already exists",
+                        details=[
+                            "pass --overwrite to replace it, --resume to continue it, or choose another name"
+                        ],
+                    ) from None
+                cls._remove(path)
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    raise TunesmithError(
+                        f"another process created {path} while it was being replaced"
+                    ) from None
         run = cls(path)
-        run.lock()
-        run.set_status("running")
+        run.lock()  # an empty directory (made by hand, or by a process still starting) is ours only if locked
+        try:
+            if (path / STATUS_FILE).exists():
+                raise TunesmithError(f"another process started a run in {path} at the same time")
+            run.set_status("running")
+        except BaseException:
+            run.unlock()
+            raise
         return run
+
+    @staticmethod
+    def _is_empty(path: Path) -> bool:
+        return all(p.name == LOCK_FILE for p in path.iterdir())
 
     @classmethod
     def _remove(cls, path: Path) -> None:
         """Delete an old run for ``--overwrite``: only a run directory, and only one no process holds."""
         if not (path / STATUS_FILE).is_file():  # never wipe a folder that is not a run directory
             raise TunesmithError(f"{path} exists and is not a run directory; refusing to overwrite it")
+        before = os.stat(path).st_ino
         old = cls(path)
         old.lock()  # refuses a live run
-        doomed = path.with_name(f".{path.name}.removing-{os.getpid()}")
-        os.replace(path, doomed)  # atomic: the name is free at once, the files go after
-        old.unlock()
+        try:
+            if os.stat(path).st_ino != before:
+                raise TunesmithError(f"another process replaced {path} at the same time; try again")
+            doomed = path.with_name(f".{path.name}.removing-{os.getpid()}")
+            os.replace(path, doomed)  # atomic: the name is free at once, the files go after
+        except FileNotFoundError:
+            raise TunesmithError(f"another process removed {path} at the same time; try again") from None
+        finally:
+            old.unlock()
         shutil.rmtree(doomed, ignore_errors=True)
 
     def lock(self) -> None:
@@ -140,9 +158,15 @@ class RunDir:
                 f"{self.path} is in use by {holder}",
                 details=["wait for that run to end (or stop it), or choose another name"],
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
         self._lock_fd = fd
+        try:  # who holds it, for the message another process shows; best effort (the disk may be full)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
+        except OSError:
+            pass
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -166,8 +190,9 @@ class RunDir:
             if not is_disk_full(exc) or not path.is_file():
                 raise
             fd = os.open(path, os.O_WRONLY)
-            try:
-                os.pwrite(fd, padded.encode()[: max(STATUS_RESERVE, len(text.encode()))], 0)
+            try:  # overwrite the reserved bytes, then cut any longer tail (shrinking needs no space)
+                os.pwrite(fd, padded.encode(), 0)
+                os.ftruncate(fd, len(padded.encode()))
                 os.fsync(fd)
             finally:
                 os.close(fd)

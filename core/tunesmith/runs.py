@@ -42,7 +42,7 @@ class LoadedRun:
 
 def open_run(path: Path, plugins: Plugins) -> LoadedRun:
     run = RunDir.open_complete(path)
-    return LoadedRun(run, resolve(run.config(), plugins))
+    return LoadedRun(run, resolve(run.config(), plugins, new_run=False))
 
 
 def is_run_dir(path: str | Path) -> bool:

@@ -19,11 +19,13 @@ from tunesmith import DataSource, Record, RecordProblem, Register, TunesmithErro
 Item = Record | RecordProblem
 
 
-def _existing(path: str) -> Path:
+def _existing(path: str, *, text: bool = True) -> Path:
+    """The file at ``path``; a text file must not be UTF-16/32 (a binary one, Parquet, is not checked)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise TunesmithError(f"data file not found: {path}")
-    _refuse_utf16(p, path)
+    if text:
+        _refuse_utf16(p, path)
     return p
 
 
@@ -262,7 +264,7 @@ class ParquetSource(DataSource):
         import pyarrow
         import pyarrow.parquet as pq
 
-        path = _existing(self.config.path)
+        path = _existing(self.config.path, text=False)
         row = 0
         try:  # a corrupt footer raises OSError ("Couldn't deserialize thrift"), a bad page ArrowException
             parquet = pq.ParquetFile(path)

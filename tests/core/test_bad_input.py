@@ -207,3 +207,19 @@ def test_a_file_where_the_run_directory_goes_is_a_clean_error(run_config, tmp_pa
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "t").write_text("not a directory")
     refused(cli("run", str(config)), "exists and is a file")
+
+
+def test_a_non_finite_number_is_out_of_range(run_config, no_model):
+    config = run_config()
+    refused(cli("run", str(config), "--set", "training.learning_rate=.nan"), "must be a finite number")
+
+
+def test_a_finished_run_is_read_without_the_new_run_checks(tmp_path):
+    """A run made under older rules (a name with a slash, say) stays usable by eval, generate, merge."""
+    from tunesmith.config import resolve
+    from tunesmith.plugins import Plugins
+
+    data = {"name": "exp/1", "data": {"train": {"name": "jsonl", "path": "gone.jsonl"}}}
+    with pytest.raises(Exception, match="not a valid run name"):
+        resolve(dict(data), Plugins())
+    assert resolve(dict(data), Plugins(), new_run=False).config.name == "exp/1"

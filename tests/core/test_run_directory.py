@@ -129,8 +129,9 @@ def test_a_full_disk_is_one_clear_message(tmp_path):
             raise RuntimeError("safetensors write failed") from inner
     except RuntimeError as exc:
         error = user_error(exc, run, None)
-    assert error is not None and "no space left on the disk" in error.message
-    assert "checkpoint-4" in error.details[0] and "--resume" in error.details[0]
+    assert error is not None and "no space left on a disk" in error.message
+    assert "safetensors write failed" in error.details[0]
+    assert "checkpoint-4" in error.details[1] and "--resume" in error.details[1]
     run.unlock()
 
 

@@ -171,3 +171,21 @@ def test_registration_and_light_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_binary_parquet_file_full_of_zero_bytes_is_not_taken_for_utf16(tmp_path):
+    """The UTF-16 check is for text files: a Parquet file's many zero bytes must not trip it."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from tunesmith.config import build_component
+    from tunesmith.plugins import Plugins
+
+    path = tmp_path / "zeros.parquet"
+    rows = 200
+    table = pa.table(
+        {"text": ["x"] * rows, "id": list(range(rows)), "score": [0.0] * rows, "label": [0] * rows}
+    )
+    pq.write_table(table, path)
+    source = build_component(Plugins(), "data_source", {"name": "parquet", "path": str(path)})
+    assert len(list(source.read())) == rows
