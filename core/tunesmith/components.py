@@ -166,6 +166,10 @@ class Objective(Component):
     tokenized: ClassVar[bool] = True
     #: What to load the base model as: "causal-lm", or "sequence-classification" (reward models).
     model_kind: ClassVar[str] = "causal-lm"
+    #: True when the objective passes the validation split (``ctx.eval_rows`` / ``ctx.eval_examples``)
+    #: to its trainer as ``eval_dataset``: the run then measures the validation loss while training
+    #: (``training.eval_steps``) and can stop early. Objectives without a validation loss leave it False.
+    validates: ClassVar[bool] = False
 
     def check_method(self, method: Method) -> str | None:
         """Why this objective cannot train with ``method`` (None when it can). Checked at config time."""

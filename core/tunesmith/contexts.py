@@ -70,6 +70,10 @@ class TrainContext:
       markers, progress, plugin hooks): pass them to the trainer.
     - ``resume_from``: the checkpoint directory to resume from (``trainer.train(resume_from_checkpoint=)``),
       or ``None``.
+    - ``eval_rows`` / ``eval_examples``: the validation split, like ``train_rows`` / ``train_examples``,
+      for objectives with ``validates = True`` (empty otherwise, or without a validation split). Pass
+      them to the trainer as ``eval_dataset``; :meth:`training_kwargs` then turns on evaluation (and
+      keeping the best checkpoint when early stopping is on).
     """
 
     model: Any
@@ -82,6 +86,13 @@ class TrainContext:
     run_dir: Path = Path(".")
     callbacks: list[Any] = field(default_factory=list)
     resume_from: str | None = None
+    eval_rows: list[dict[str, Any]] = field(default_factory=list)
+    eval_examples: list[Example] = field(default_factory=list)
+
+    @property
+    def validating(self) -> bool:
+        """Whether the validation loss is measured while training (a validation split and eval_steps)."""
+        return bool(self.eval_rows or self.eval_examples) and self.training.eval_steps > 0
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -131,6 +142,18 @@ class TrainContext:
             torch_compile=t.torch_compile,
             dataloader_num_workers=0,
         )
+        if self.validating:
+            kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps)
+            if t.early_stopping_patience:  # keep the best checkpoint: save when evaluating
+                kwargs.update(
+                    save_strategy="steps",
+                    save_steps=t.eval_steps,
+                    load_best_model_at_end=True,
+                    metric_for_best_model="eval_loss",
+                    greater_is_better=False,
+                    # --resume continues the early-stopping count saved with the checkpoint
+                    restore_callback_states_from_checkpoint=True,
+                )
         kwargs.update(overrides)
         return kwargs
 

@@ -263,6 +263,7 @@ def train(
             ),
             on_progress=lambda step, total: update(step, total),
         )
+        validation = objective.validates and bool(prepared.examples.get("validation"))
         ctx = TrainContext(
             model=model,
             tokenizer=tokenizer,
@@ -274,7 +275,20 @@ def train(
             run_dir=run_dir.path,
             callbacks=callbacks,
             resume_from=resume_from,
+            eval_rows=training_rows(resolved, prepared.tokenized["validation"])
+            if validation and objective.tokenized
+            else [],
+            eval_examples=prepared.examples["validation"] if validation else [],
         )
+        if ctx.validating and cfg.training.early_stopping_patience:
+            from transformers import EarlyStoppingCallback
+
+            ctx.callbacks.append(
+                EarlyStoppingCallback(
+                    early_stopping_patience=cfg.training.early_stopping_patience,
+                    early_stopping_threshold=cfg.training.early_stopping_threshold,
+                )
+            )
         started = time.monotonic()
         metrics = dict(objective.train(ctx) or {})
         seconds = time.monotonic() - started

@@ -27,19 +27,22 @@ def fmt(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
 
 
-def read_losses(run_dir: Path) -> list[tuple[int, float]]:
+def read_losses(run_dir: Path, key: str = "loss") -> list[tuple[int, float]]:
+    """``(step, value)`` of ``key`` in the training log: ``loss`` (training) or ``eval_loss`` (validation)."""
     path = run_dir / "train_log.jsonl"
     if not path.is_file():
         return []
     points = []
     for line in path.read_text(encoding="utf-8").splitlines():
         entry = json.loads(line)
-        if "loss" in entry:
-            points.append((entry["step"], entry["loss"]))
+        if key in entry:
+            points.append((entry["step"], entry[key]))
     return points
 
 
-def plot_losses(points: list[tuple[int, float]], path: Path) -> bool:
+def plot_losses(
+    points: list[tuple[int, float]], path: Path, validation: list[tuple[int, float]] | None = None
+) -> bool:
     if len(points) < 2:
         return False
     import matplotlib
@@ -48,14 +51,33 @@ def plot_losses(points: list[tuple[int, float]], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot([s for s, _ in points], [v for _, v in points], marker=".")
+    ax.plot([s for s, _ in points], [v for _, v in points], marker=".", label="training")
+    if validation:
+        ax.plot([s for s, _ in validation], [v for _, v in validation], marker="o", label="validation")
+        ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def overfitting_note(train: list[tuple[int, float]], validation: list[tuple[int, float]]) -> str | None:
+    """A sentence when the validation loss rose clearly (5 %) after its best while training loss fell."""
+    if len(validation) < 2 or len(train) < 2:
+        return None
+    best_step, best = min(validation, key=lambda p: p[1])
+    last_step, last = validation[-1]
+    train_then = [v for s, v in train if s <= best_step] or [train[0][1]]
+    if last > best * 1.05 and train[-1][1] < train_then[-1]:
+        return (
+            f"The validation loss rose from {best:.4f} (step {best_step}) to {last:.4f} (step {last_step}) "
+            "while the training loss fell: the model overfits. `training.early_stopping_patience` stops such "
+            "a run and keeps the best checkpoint."
+        )
+    return None
 
 
 def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], samples: dict[str, Any]) -> None:
@@ -99,8 +121,16 @@ def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], sam
             f"| {split} | {st.get('count', '?')} | {st.get('dropped', 0)} | {fmt(st.get('mean_tokens'))} | "
             f"{st.get('max_tokens', '?')} | {st.get('truncated', 0)} |"
         )
-    if plot_losses(read_losses(run_dir), run_dir / "loss.png"):
-        lines += ["", "## Training loss", "", "![training loss](loss.png)"]
+    train, validation = read_losses(run_dir), read_losses(run_dir, "eval_loss")
+    if plot_losses(train, run_dir / "loss.png", validation):
+        title = "Training and validation loss" if validation else "Training loss"
+        lines += ["", f"## {title}", "", f"![{title.lower()}](loss.png)"]
+    if validation:
+        best_step, best = min(validation, key=lambda p: p[1])
+        lines += ["", f"Best validation loss {best:.4f} at step {best_step} ({len(validation)} evaluations)."]
+        note = overfitting_note(train, validation)
+        if note:
+            lines += ["", note]
     shown = [(split, name, s) for split, per in samples.items() for name, items in per.items() for s in items]
     if shown:
         lines += ["", "## Sample predictions (tuned)", ""]

@@ -100,6 +100,21 @@ class TrainingConfig:
     logging_steps: int = option(10, minimum=1, help="Log loss every N steps")
     save_steps: int = option(0, minimum=0, help="Checkpoint every N steps (0: at the end of every epoch)")
     save_total_limit: int = option(2, minimum=1, help="Checkpoints kept on disk")
+    eval_steps: float = option(
+        0.1,
+        minimum=0,
+        help="Validation loss while training: every N optimizer steps, or every fraction of the run below 1 "
+        "(0.1: ten times); 0: off. Needs a validation split and an objective that has a validation loss",
+    )
+    early_stopping_patience: int = option(
+        0,
+        minimum=0,
+        help="Stop when the validation loss has not improved for this many evaluations (0: never); the "
+        "checkpoint with the best validation loss is then the final model",
+    )
+    early_stopping_threshold: float = option(
+        0.0, minimum=0, help="Smallest drop in validation loss that counts as an improvement"
+    )
     torch_compile: bool = option(
         False, help="torch.compile the model (slow first step; helps full fine-tuning)"
     )

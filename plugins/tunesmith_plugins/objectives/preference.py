@@ -86,6 +86,7 @@ class _TrlPreference(Objective):
 
     example_kinds: ClassVar[tuple[str, ...]] = ("preference",)
     tokenized: ClassVar[bool] = False
+    validates: ClassVar[bool] = True  # TRL reports eval_loss on the validation split
     #: Whether the loss compares with a frozen reference model (DPO, KTO).
     needs_reference: ClassVar[bool] = False
 
@@ -229,6 +230,7 @@ class Dpo(_TrlPreference):
             ref_model=self.reference_model(ctx),
             args=args,
             train_dataset=preference_dataset(ctx.train_examples),
+            eval_dataset=preference_dataset(ctx.eval_examples) if ctx.eval_examples else None,
             processing_class=ctx.tokenizer,
             callbacks=ctx.callbacks,
         )
@@ -286,6 +288,7 @@ class Kto(_TrlPreference):
             ref_model=self.reference_model(ctx),
             args=args,
             train_dataset=unpaired_dataset(ctx.train_examples),
+            eval_dataset=unpaired_dataset(ctx.eval_examples) if ctx.eval_examples else None,
             processing_class=ctx.tokenizer,
             callbacks=ctx.callbacks,
         )
@@ -318,6 +321,7 @@ class Orpo(_TrlPreference):
             model=ctx.model,
             args=args,
             train_dataset=preference_dataset(ctx.train_examples),
+            eval_dataset=preference_dataset(ctx.eval_examples) if ctx.eval_examples else None,
             processing_class=ctx.tokenizer,
             callbacks=ctx.callbacks,
         )
@@ -360,6 +364,7 @@ class Simpo(_TrlPreference):
             model=ctx.model,
             args=args,
             train_dataset=preference_dataset(ctx.train_examples),
+            eval_dataset=preference_dataset(ctx.eval_examples) if ctx.eval_examples else None,
             processing_class=ctx.tokenizer,
             callbacks=ctx.callbacks,
         )

@@ -37,6 +37,7 @@ class RewardModel(Objective):
     example_kinds: ClassVar[tuple[str, ...]] = ("preference",)
     tokenized: ClassVar[bool] = False
     model_kind: ClassVar[str] = "sequence-classification"
+    validates: ClassVar[bool] = True
 
     @dataclass
     class Config:
@@ -65,14 +66,17 @@ class RewardModel(Objective):
         from tunesmith.hf import ensure_pad_token_id
 
         ensure_pad_token_id(ctx.model, ctx.tokenizer)
-        rows = [
-            {
-                "prompt": ex.prompt_messages,
-                "chosen": [{"role": "assistant", "content": ex.chosen}],
-                "rejected": [{"role": "assistant", "content": ex.rejected}],
-            }
-            for ex in ctx.train_examples
-        ]
+
+        def rows(examples: list[Any]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "prompt": ex.prompt_messages,
+                    "chosen": [{"role": "assistant", "content": ex.chosen}],
+                    "rejected": [{"role": "assistant", "content": ex.rejected}],
+                }
+                for ex in examples
+            ]
+
         c = self.config
         args = RewardConfig(
             **ctx.training_kwargs(
@@ -86,7 +90,8 @@ class RewardModel(Objective):
             RewardTrainer(
                 model=ctx.model,
                 args=args,
-                train_dataset=Dataset.from_list(rows),
+                train_dataset=Dataset.from_list(rows(ctx.train_examples)),
+                eval_dataset=Dataset.from_list(rows(ctx.eval_examples)) if ctx.eval_examples else None,
                 processing_class=ctx.tokenizer,
                 callbacks=ctx.callbacks,
             )

@@ -22,6 +22,7 @@ class Sft(Objective):
 
     name = "sft"
     default = True
+    validates = True
 
     def train(self, ctx: Any) -> dict[str, float]:
         from transformers import Trainer, TrainingArguments
@@ -31,6 +32,7 @@ class Sft(Objective):
                 model=ctx.model,
                 args=TrainingArguments(**ctx.training_kwargs()),
                 train_dataset=ctx.train_rows,
+                eval_dataset=ctx.eval_rows or None,
                 data_collator=ctx.collator,
                 processing_class=ctx.tokenizer,
                 callbacks=ctx.callbacks,
