@@ -387,6 +387,12 @@ def run(
     result = run_pipeline(resolved, _plugins(ctx), overwrite=overwrite, resume=resume, ui=ui)
     print_metrics(result.metrics)
     console.print(f"[green]run complete:[/] {result.run_dir} (report: {result.run_dir / 'report.md'})")
+    failed = [g for g in result.metrics.get("gates", []) if not g["passed"]]
+    for g in failed:
+        level = "[red]gate failed:[/]" if g.get("fail_run") else "[yellow]gate warning:[/]"
+        console.print(f"{level} {g['evaluator']}: {g['name']} ({g['split']}): {g['detail']}")
+    if any(g.get("fail_run") for g in failed):
+        ctx.exit(3)  # the run is complete; a gate says the model should not ship
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:

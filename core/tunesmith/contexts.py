@@ -190,7 +190,7 @@ class EvalContext:
 
     Attributes: ``model``, ``tokenizer``, ``examples`` (:class:`EvalExample`), ``split`` (e.g. ``"validation"``), ``label`` (``"base"`` or
     ``"tuned"``), ``device``, ``batch_size``, ``max_new_tokens`` (the default for :meth:`generate`),
-    ``samples`` (what :meth:`record_samples` stored), ``on_batch`` (called with the number of items
+    ``samples`` (what :meth:`record_samples` stored), ``gates`` (what :meth:`gate` recorded), ``on_batch`` (called with the number of items
     finished after each batch, for progress bars) and ``output_dir`` (a directory of the run where an
     evaluator may write files, e.g. a review sheet; ``None`` when there is none: then write nothing).
     ``stop_token_ids`` are the ids that end generation (EOS, the model's declared EOS ids and the chat
@@ -225,6 +225,7 @@ class EvalContext:
         self.on_batch = on_batch
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.samples: list[dict[str, Any]] = []
+        self.gates: list[dict[str, Any]] = []
         if not stop_token_ids:
             stop_token_ids = declared_stop_ids(model, tokenizer)
         self.stop_token_ids = stop_token_ids
@@ -235,6 +236,17 @@ class EvalContext:
     def record_samples(self, samples: list[dict[str, Any]]) -> None:
         """Keep example predictions (e.g. ``{"prompt", "reference", "prediction"}``) for the report."""
         self.samples.extend(dict(s) for s in samples)
+
+    def gate(self, name: str, passed: bool, detail: str, *, fail_run: bool = False) -> None:
+        """Record a pass/fail judgement of the model (a forgetting threshold, a safety regression).
+
+        Every gate is listed in ``metrics.json`` (``gates``) and the report. A failed gate with
+        ``fail_run`` also makes ``tunesmith run`` exit with status 3 once the run directory is complete
+        (the artifacts are kept: the gate says they should not ship, not that they are broken).
+        """
+        self.gates.append(
+            {"name": name, "passed": bool(passed), "detail": detail, "fail_run": bool(fail_run)}
+        )
 
     def answer(self, *, max_new_tokens: int | None = None) -> tuple[list[EvalExample], list[str]]:
         """Greedy answers to the examples that have a reference: ``(examples, predictions)``.

@@ -49,11 +49,11 @@ def evaluate_run(
     metrics: dict[str, Any] = {"base": {}, "tuned": {}}
     if compare_base:
         ui.step("Evaluating the base model")
-        metrics["base"], _, _ = evaluate(base, tokenizer, resolved, prepared, "base", ui, review)
+        metrics["base"], _, _, _ = evaluate(base, tokenizer, resolved, prepared, "base", ui, review)
     ui.step("Loading the tuned model")
     tuned = resolved.method.load(base, str(loaded.run.final))
     ui.step("Evaluating the tuned model")
-    metrics["tuned"], _, metrics["errors"] = evaluate(
+    metrics["tuned"], _, metrics["errors"], metrics["gates"] = evaluate(
         tuned, tokenizer, resolved, prepared, "tuned", ui, review
     )
     write_json(loaded.run.path / "evals" / f"{time.strftime('%Y%m%d-%H%M%S')}.json", metrics)

@@ -73,6 +73,8 @@ class EvalResult:
 
     metrics: dict[str, float] = field(default_factory=dict)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: What evaluators recorded with ``ctx.gate``, each with its ``evaluator``.
+    gates: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_evaluators(
@@ -115,6 +117,7 @@ def run_evaluators(
             result.metrics[f"{evaluator.name}/{metric}"] = float(value)
         if ctx.samples:
             result.samples[evaluator.name] = ctx.samples
+        result.gates += [{"evaluator": evaluator.name, "split": split, **gate} for gate in ctx.gates]
     return result
 
 
@@ -133,11 +136,11 @@ def evaluate(
     label: str,
     ui: Any,
     output_dir: Path | None = None,
-) -> tuple[dict[str, dict[str, float]], dict[str, Any], list[str]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, Any], list[str], list[dict[str, Any]]]:
     """Score ``model`` with every evaluator on every evaluation split.
 
-    Returns (metrics per split, samples per split, errors). An evaluator that raises is reported and
-    skipped: a broken third-party metric must not throw away a finished training run.
+    Returns (metrics per split, samples per split, errors, gates). An evaluator that raises is reported
+    and skipped: a broken third-party metric must not throw away a finished training run.
     """
     e = resolved.config.evaluation
     chat = chat_format(resolved, tokenizer)
@@ -145,6 +148,7 @@ def evaluate(
     metrics: dict[str, dict[str, float]] = {}
     samples: dict[str, Any] = {}
     errors: list[str] = []
+    gates: list[dict[str, Any]] = []
     for split in evaluation_splits(resolved, prepared):
         examples = prepared.examples[split][: e.max_examples or None]
         eval_examples = to_eval_examples(examples, tokenizer, chat)
@@ -180,7 +184,8 @@ def evaluate(
                     continue
             metrics[split].update(result.metrics)
             samples[split].update(result.samples)
-    return metrics, samples, errors
+            gates += result.gates
+    return metrics, samples, errors, gates
 
 
 __all__ = ["EvalResult", "evaluate", "evaluation_splits", "run_evaluators", "to_eval_examples"]

@@ -59,7 +59,7 @@ def run(
         save_final(model, tokenizer, resolved, run_dir, ui)
         ui.step("Evaluating the tuned model")
         with torch.inference_mode():
-            tuned_metrics, tuned_samples, errors = evaluate(
+            tuned_metrics, tuned_samples, errors, gates = evaluate(
                 model, tokenizer, resolved, prepared, "tuned", ui, run_dir.path / "review"
             )
         metrics = {
@@ -75,6 +75,7 @@ def run(
             "objective": resolved.objective.name,
             "errors": errors,
             "plugin_errors": list(plugins.hook_failures),
+            "gates": gates,
         }
         write_results(run_dir, resolved, metrics, {"base": base_samples, "tuned": tuned_samples})
         plugins.call("on_run_end", run_dir=str(run_dir.path), metrics=metrics)
@@ -210,7 +211,9 @@ def evaluate_base(
     if not resolved.config.evaluation.compare_base:
         return {}, {}
     ui.step("Evaluating the base model")
-    metrics, samples, _ = evaluate(model, tokenizer, resolved, prepared, "base", ui, run_dir.path / "review")
+    metrics, samples, _, _ = evaluate(
+        model, tokenizer, resolved, prepared, "base", ui, run_dir.path / "review"
+    )
     return metrics, samples
 
 

@@ -106,6 +106,11 @@ def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], sam
     lines += [f"| {s} | {m} | {fmt(b)} | {fmt(t)} |" for s, m, b, t in metric_rows(metrics)]
     if metrics.get("errors"):
         lines += ["", "## Evaluator errors", ""] + [f"- {e}" for e in metrics["errors"]]
+    if metrics.get("gates"):
+        lines += ["", "## Gates", "", "| gate | split | result | detail |", "|---|---|---|---|"]
+        for g in metrics["gates"]:
+            result = "pass" if g["passed"] else ("**FAIL**" if g.get("fail_run") else "**warn**")
+            lines.append(f"| {g['evaluator']}: {g['name']} | {g['split']} | {result} | {g['detail']} |")
     if metrics.get("plugin_errors"):
         lines += ["", "## Plugin hooks that failed (disabled for the rest of the run)", ""]
         lines += [f"- {e}" for e in metrics["plugin_errors"]]
