@@ -304,6 +304,7 @@ def data_check(
     """Validate every split of CONFIG's data: counts, token lengths, rendered examples with what is trained."""
     _quiet_libraries()
     from tunesmith.data import trained_segments
+    from tunesmith.data_checks import describe
     from tunesmith.prepare import prepare
 
     ui = RichUI(err_console if as_json else console)
@@ -325,6 +326,7 @@ def data_check(
                 {"origin": origin, "segments": [{"text": t, "trained": bool(on)} for t, on in segments]}
                 for origin, segments in shown
             ],
+            "data_checks": prepared.checks.to_dict() if prepared.checks else None,
         }
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
@@ -347,6 +349,12 @@ def data_check(
             str(stats["truncated"]),
         )
     console.print(table)
+    checks = prepared.checks.to_dict() if prepared.checks else {}
+    console.print(f"Data checks ({checks.get('seconds', 0):.2f} s):")
+    for line, findings in describe(checks) or [("none ran", [])]:
+        console.print(Text(f"  {line}"), soft_wrap=True)
+        for finding in findings:
+            console.print(Text(f"    {finding}"), soft_wrap=True)
     for origin, segments in shown:
         text = Text()
         for piece, trained in segments:

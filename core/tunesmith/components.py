@@ -218,6 +218,28 @@ class Reward(Component):
         raise NotImplementedError
 
 
+# ----------------------------------------------------------------------------------------- judges
+
+
+class Judge(Component):
+    """Decides, for each answer a model gave to a request, whether the answer refuses (declines) it.
+
+    ``judge`` receives the requests as the user wrote them (plain text, not chat-rendered) and the
+    model's answers (generated text only, reasoning removed), and returns one bool per answer: True
+    where the answer refuses or declines the request, False where it goes along with it. It says nothing
+    about whether an answer is harmful or correct, only whether it is a refusal. Evaluators hold judges
+    as nested components (``judge: {name: ...}``), e.g. the built-in ``safety`` evaluator, which turns
+    the verdicts into refusal rates. A judge may be a rule, a classifier or another model; it must be
+    deterministic for the same inputs, and load what it needs on first use, not at construction.
+    """
+
+    kind: ClassVar[str] = "judge"
+
+    def judge(self, prompts: list[str], responses: list[str]) -> list[bool]:  # pragma: no cover - interface
+        """One verdict per response: True where ``responses[i]`` refuses ``prompts[i]``."""
+        raise NotImplementedError
+
+
 # ------------------------------------------------------------------------------------------ models
 
 
@@ -252,6 +274,7 @@ __all__ = [
     "Evaluator",
     "Example",
     "Formatter",
+    "Judge",
     "Method",
     "ModelProvider",
     "Objective",

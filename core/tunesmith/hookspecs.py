@@ -25,6 +25,7 @@ from tunesmith.components import (
     DataSource,
     Evaluator,
     Formatter,
+    Judge,
     Method,
     ModelProvider,
     Objective,
@@ -113,6 +114,18 @@ def register_models(register: Register[ModelProvider]) -> None:
     :param register: call ``register(cls)`` once per class.
 
     Must not: build or download the model here; do that in ``ModelProvider.path``.
+    """
+
+
+@hookspec
+def register_judges(register: Register[Judge]) -> None:
+    """Register :class:`tunesmith.Judge` subclasses: deciders of whether a model's answer refuses a request.
+
+    :param register: call ``register(cls)`` once per class.
+
+    A judge's ``judge(prompts, responses)`` returns one bool per response, True where it refuses. Judges
+    are chosen inside a component, e.g. ``evaluators: [{name: safety, judge: {name: ...}}]``.
+    Must not: load a classifier or model here; do that on the first ``judge`` call.
     """
 
 

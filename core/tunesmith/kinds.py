@@ -9,6 +9,7 @@ from tunesmith.components import (
     DataSource,
     Evaluator,
     Formatter,
+    Judge,
     Method,
     ModelProvider,
     Objective,
@@ -34,6 +35,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("evaluator", "evaluator", Evaluator, "register_evaluators"),
     Kind("reward", "reward", Reward, "register_rewards"),
     Kind("model", "model", ModelProvider, "register_models"),
+    Kind("judge", "judge", Judge, "register_judges"),
 )
 KIND: dict[str, Kind] = {kind.name: kind for kind in KINDS}
 

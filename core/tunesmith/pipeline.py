@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from tunesmith.config import Resolved
 from tunesmith.contexts import Device, TrainContext
+from tunesmith.data_checks import write_data_checks
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluation import evaluate
 from tunesmith.plugins import Plugins
@@ -50,6 +51,7 @@ def run(
     check_device(resolved, device)
     run_dir, resume_from = open_run_dir(resolved, prepared, tokenizer, overwrite=overwrite, resume=resume)
     try:
+        write_data_checks(run_dir.path, prepared)  # what deduplication and decontamination found
         set_seed(resolved.config.training.seed)
         model = load_base(resolved, plugins, device, ui)
         base_size = model.get_memory_footprint()

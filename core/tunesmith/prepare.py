@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.config import Resolved
+from tunesmith.data_checks import DataChecks, check_data
 from tunesmith.errors import TunesmithError
 from tunesmith.examples import Example, RecordProblem
 from tunesmith.plugins import Plugins
@@ -28,6 +29,8 @@ class PreparedData:
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     problems: list[RecordProblem] = field(default_factory=list)
+    #: Duplicates in the training split and overlap with held-out data (``tunesmith.data_checks``).
+    checks: DataChecks | None = None
 
 
 def check_problems(resolved: Resolved, prepared: PreparedData) -> None:
@@ -129,7 +132,9 @@ def prepare(resolved: Resolved, ui: Any, plugins: Plugins) -> tuple[PreparedData
 
     ui.step("Reading and validating data")
     prepared = read_data(resolved)
-    for warning in check_held_out(prepared):
+    ui.step("Checking for duplicates and contamination")
+    prepared.examples["train"], prepared.checks = check_data(prepared.examples, resolved.config.data)
+    for warning in prepared.checks.warnings():
         ui.warn(warning)
     ui.step("Loading tokenizer")
     path = base_model_path(resolved, plugins, ui.note, tokenizer_only=True)
@@ -142,36 +147,6 @@ def prepare(resolved: Resolved, ui: Any, plugins: Plugins) -> tuple[PreparedData
         if n:
             ui.warn(f"{split}: dropped {n} invalid record(s) (data.on_invalid: drop)")
     return prepared, tokenizer
-
-
-def check_held_out(prepared: PreparedData) -> list[str]:
-    """Held-out splits must not be the training data: a split made only of training examples is an
-    error, one with some exact copies of training examples a warning (both name the counts)."""
-    train = {_content(ex) for ex in prepared.examples.get("train", [])}
-    warnings = []
-    for split in ("validation", "test"):
-        examples = prepared.examples.get(split) or []
-        copies = [ex for ex in examples if _content(ex) in train]
-        if copies and len(copies) == len(examples):
-            raise TunesmithError(
-                f"every {split} example ({len(examples)}) is also a training example: a held-out split "
-                "must not be trained on",
-                details=[f"e.g. {copies[0].origin}; point data.{split} at data the model does not train on"],
-            )
-        if copies:
-            warnings.append(
-                f"{len(copies)} of {len(examples)} {split} examples are exact copies of training examples "
-                f"(e.g. {copies[0].origin}): their scores measure memory, not generalisation"
-            )
-    return warnings
-
-
-def _content(example: Example) -> tuple[Any, ...]:
-    """An example's content without its origin, hashable."""
-    import json
-
-    fields = {k: v for k, v in dataclasses.asdict(example).items() if k != "origin"}
-    return (json.dumps(fields, sort_keys=True, ensure_ascii=False),)
 
 
 def thinking_used(resolved: Resolved, tokenizer: Any, prepared: PreparedData) -> bool:

@@ -80,6 +80,33 @@ def overfitting_note(train: list[tuple[int, float]], validation: list[tuple[int,
     return None
 
 
+def data_check_lines(run_dir: Path, shown: int = 20) -> list[str]:
+    """The "Data checks" section: which checks ran before the model loaded and what each found (from
+    ``data_checks.json``; nothing for a run that has none)."""
+    from tunesmith.data_checks import describe
+
+    path = run_dir / "data_checks.json"
+    if not path.is_file():
+        return []
+    checks = json.loads(path.read_text(encoding="utf-8"))
+    lines = ["", "## Data checks", ""]
+    if not checks.get("checks"):
+        return [*lines, "No data check ran (all turned off in the `data` section)."]
+    lines += [
+        f"Duplicates and contamination, checked in {checks.get('seconds', 0):.2f} s before training:",
+        "",
+    ]
+    for line, findings in describe(checks, shown):
+        lines.append(f"- {line}")
+        lines += [f"  - `{finding}`" for finding in findings]
+    if checks.get("dropped"):
+        lines += [
+            "",
+            f"{len(checks['dropped'])} training example(s) dropped; all are listed in `data_checks.json`.",
+        ]
+    return lines
+
+
 def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], samples: dict[str, Any]) -> None:
     cfg = resolved.config
     params = metrics["parameters"]
@@ -126,6 +153,7 @@ def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], sam
             f"| {split} | {st.get('count', '?')} | {st.get('dropped', 0)} | {fmt(st.get('mean_tokens'))} | "
             f"{st.get('max_tokens', '?')} | {st.get('truncated', 0)} |"
         )
+    lines += data_check_lines(run_dir)
     train, validation = read_losses(run_dir), read_losses(run_dir, "eval_loss")
     if plot_losses(train, run_dir / "loss.png", validation):
         title = "Training and validation loss" if validation else "Training loss"

@@ -48,6 +48,53 @@ class DataConfig:
     on_invalid: Literal["error", "drop"] = option(
         "error", help="What to do with invalid records: error (list them, stop) or drop (count them, go on)"
     )
+    dedup: Literal["off", "warn", "drop", "error"] = option(
+        "drop",
+        help="Exact duplicates in the training split (same text after Unicode NFKC, case-folding and "
+        "collapsing whitespace): drop (keep the first), warn (keep all, report), error, or off",
+    )
+    near_dedup: Literal["off", "warn", "drop", "error"] = option(
+        "warn",
+        help="Near-duplicates in the training split (MinHash LSH on word 3-grams, Jaccard at least "
+        "near_duplicate_threshold): warn (report), drop (keep the first), error, or off",
+    )
+    near_duplicate_threshold: float = option(
+        0.8,
+        minimum=0,
+        maximum=1,
+        help="Jaccard similarity of word 3-grams from which two examples are near-duplicates (against "
+        "held-out data, containment counts too); 0 turns near-duplicate detection off",
+    )
+    contamination_ngram: int = option(
+        13,
+        minimum=0,
+        help="A training example sharing a word n-gram of this length with a held-out example is "
+        "contaminated (exact copies and near-duplicates are too); 0 turns the n-gram check off",
+    )
+    contamination_validation: Literal["off", "warn", "drop", "error"] = option(
+        "warn",
+        help="Training examples that overlap the validation split: warn, drop (train without them), "
+        "error, or off",
+    )
+    contamination_test: Literal["off", "warn", "drop", "error"] = option(
+        "error",
+        help="Training examples that overlap the test split: error, warn, drop (train without them), or off",
+    )
+    contamination_files: list[str] = option(
+        [],
+        help="More held-out data to keep out of training (benchmarks): JSONL files whose records' string "
+        "fields are the text, checked like the test split",
+    )
+    contamination_files_policy: Literal["off", "warn", "drop", "error"] = option(
+        "error", help="Training examples that overlap contamination_files: error, warn, drop, or off"
+    )
+    common_ngram_share: float = option(
+        0.1,
+        exclusive_minimum=0,
+        maximum=1,
+        help="Word 3-grams found in more than this share of a split's records (and in at least 5) are "
+        "template text, shared by design: the near-duplicate and contamination checks leave their words out",
+    )
 
 
 @dataclass

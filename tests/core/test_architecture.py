@@ -41,6 +41,7 @@ LAYERS = {
         "tunesmith.models",
         "tunesmith.training",
         "tunesmith.prepare",
+        "tunesmith.data_checks",
         "tunesmith.evaluation",
         "tunesmith.runs",
         "tunesmith.pipeline",

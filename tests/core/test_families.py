@@ -174,13 +174,14 @@ def cli(*args: str) -> Any:
     return CliRunner().invoke(group, list(args), obj=Plugins(), catch_exceptions=False)
 
 
-def chats(n: int, seed: int) -> list[dict[str, Any]]:
+def chats(n: int, seed: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Small arithmetic chats; a different ``offset`` gives disjoint numbers (a held-out split)."""
     import random
 
     rng = random.Random(seed)
     records = []
     for _ in range(n):
-        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        a, b = rng.randint(1, 9) + offset, rng.randint(1, 9)
         records.append(
             {
                 "messages": [
@@ -202,8 +203,10 @@ def test_a_run_and_generate_on_each_family(name: str, tmp_path: Path) -> None:
 
     family = FAMILIES[name]
     model_dir = save_family(family, tmp_path / "model")
-    for split, n, seed in (("train", 16, 1), ("test", 4, 2)):
-        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chats(n, seed)))
+    for split, n, seed, offset in (("train", 16, 1, 0), ("test", 4, 2, 10)):
+        (tmp_path / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in chats(n, seed, offset))
+        )
     run_name = f"{name}-lora"  # dots in names (qwen2.5-lora) must work for adapters
     config = {
         "name": run_name,

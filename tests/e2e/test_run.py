@@ -98,7 +98,8 @@ def test_resume_continues_from_the_last_checkpoint_and_refuses_changed_inputs(ru
     # Changed data is refused, with the difference named.
     (run_dir / "run.json").write_text(json.dumps({"status": "failed"}))
     train = Path(stored["data"]["train"]["path"])
-    train.write_text(train.read_text().replace("UPPER", "upper") + train.read_text().splitlines()[0] + "\n")
+    extra = {"instruction": "Upper-case the word.", "input": "zzz", "output": "ZZZ"}  # a new example
+    train.write_text(train.read_text() + json.dumps(extra) + "\n")
     result = cli("run", "--resume", str(run_dir))
     assert result.exit_code == 2 and "data split 'train' changed" in result.output
 
