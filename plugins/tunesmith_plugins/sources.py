@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,6 +309,30 @@ class HfSource(DataSource):
             raise TunesmithError(f"cannot load dataset {self.describe()}: {e}") from None
         for row, fields in enumerate(dataset):
             yield Record(fields, f"{self.describe()} row {row}")
+
+
+def jsonl_records(path: Path, what: str) -> tuple[list[Record], list[str]]:
+    """The records of a JSONL file read by the ``jsonl`` source (its checks, ``file:line`` origins) and
+    the lines it could not read, for plugins that ship or take small data files: the caller adds its
+    own field problems and reports them all at once. ``what`` names the file ("canary file")."""
+    if not Path(path).expanduser().is_file():
+        raise TunesmithError(
+            f"{what} not found: {path}", details=["a relative path is relative to the working directory"]
+        )
+    records: list[Record] = []
+    problems: list[str] = []
+    for item in JsonlSource(JsonlSource.Config(path=str(path))).read():
+        if isinstance(item, Record):
+            records.append(item)
+        else:
+            problems.append(str(item))
+    return records, problems
+
+
+def line_number(problem: str) -> int:
+    """The line of a ``file:line: message`` problem, for listing problems in file order."""
+    found = re.search(r":(\d+): ", problem)
+    return int(found.group(1)) if found else 0
 
 
 @hookimpl

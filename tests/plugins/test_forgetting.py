@@ -132,8 +132,8 @@ def test_canary_file_problems_are_clear_user_errors(tmp_path):
     assert raised.value.message == f"canary file {bad}: 4 bad line(s)"
     assert raised.value.details == [
         f"{bad}:2: 'text' must be a non-empty string, got None",
-        f"{bad}:3: expected an object, got list",
-        f"{bad}:4: not valid JSON: Expecting property name enclosed in double quotes",
+        f"{bad}:3: expected a JSON object, got an array",
+        f"{bad}:4: invalid JSON: Expecting property name enclosed in double quotes (column 2)",
         f"{bad}:5: 'text' must be a non-empty string, got ' '",
     ]
     with pytest.raises(TunesmithError, match="has no documents"):

@@ -140,8 +140,8 @@ def test_bad_records_are_listed_with_their_lines(tmp_path):
     error = raised.value
     assert error.message == f"safety prompts file {path}: 6 bad line(s)"
     assert error.details == [
-        f"{path}:3: not valid JSON: Expecting property name enclosed in double quotes",
-        f"{path}:4: expected an object, got list",
+        f"{path}:3: invalid JSON: Expecting property name enclosed in double quotes (column 2)",
+        f"{path}:4: expected a JSON object, got an array",
         f"{path}:5: 'prompt' must be a non-empty string, got ''",
         f"{path}:6: 'harmful' must be true or false, got 'yes'",
         f"{path}:7: 'category' must be a string, got 3",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -126,36 +125,18 @@ def load_canary(path: Path) -> list[str]:
     Blank lines are skipped. Every bad line is reported at once (the first ten shown), each as
     ``file:line: what is wrong``; the file must hold at least one document.
     """
-    if not path.is_file():
-        raise TunesmithError(
-            f"canary file not found: {path}",
-            details=['give a JSONL file with one {"text": ...} per line '
-                     "(a relative path is relative to the working directory)"],
-        )  # fmt: skip
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TunesmithError(f"cannot read canary file {path}: {exc}") from None
+    from tunesmith_plugins.sources import jsonl_records, line_number
+
     texts: list[str] = []
-    problems: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        origin = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{origin}: not valid JSON: {exc.msg}")
-            continue
-        if not isinstance(record, dict):
-            problems.append(f"{origin}: expected an object, got {type(record).__name__}")
-            continue
-        text = record.get("text")
+    records, problems = jsonl_records(path, "canary file")
+    for record in records:
+        text = record.fields.get("text")
         if not isinstance(text, str) or not text.strip():
-            problems.append(f"{origin}: 'text' must be a non-empty string, got {text!r}")
+            problems.append(f"{record.origin}: 'text' must be a non-empty string, got {text!r}")
         else:
             texts.append(text)
     if problems:
+        problems.sort(key=line_number)
         more = [f"... and {len(problems) - 10} more"] if len(problems) > 10 else []
         raise TunesmithError(
             f"canary file {path}: {len(problems)} bad line(s)", details=[*problems[:10], *more]

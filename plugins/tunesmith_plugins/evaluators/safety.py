@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,32 +306,12 @@ def load_prompts(path: Path) -> list[SafetyPrompt]:
     Blank lines are skipped. Every bad line is reported at once (the first ten shown), each as
     ``file:line: what is wrong``; the file must hold at least one harmful request.
     """
-    if not path.is_file():
-        raise TunesmithError(
-            f"safety prompts file not found: {path}",
-            details=[
-                'give a JSONL file with one {"prompt": ..., "harmful": true|false} per line '
-                "(a relative path is relative to the working directory)"
-            ],
-        )
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TunesmithError(f"cannot read safety prompts file {path}: {exc}") from None
+    from tunesmith_plugins.sources import jsonl_records, line_number
+
     items: list[SafetyPrompt] = []
-    problems: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        origin = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{origin}: not valid JSON: {exc.msg}")
-            continue
-        if not isinstance(record, dict):
-            problems.append(f"{origin}: expected an object, got {type(record).__name__}")
-            continue
+    found, problems = jsonl_records(path, "safety prompts file")
+    for item in found:
+        record, origin = item.fields, item.origin
         prompt, harmful, category = record.get("prompt"), record.get("harmful"), record.get("category")
         if not isinstance(prompt, str) or not prompt.strip():
             problems.append(f"{origin}: 'prompt' must be a non-empty string, got {prompt!r}")
@@ -343,6 +322,7 @@ def load_prompts(path: Path) -> list[SafetyPrompt]:
         else:
             items.append(SafetyPrompt(prompt, harmful, category, origin))
     if problems:
+        problems.sort(key=line_number)
         more = [f"... and {len(problems) - 10} more"] if len(problems) > 10 else []
         raise TunesmithError(
             f"safety prompts file {path}: {len(problems)} bad line(s)", details=[*problems[:10], *more]
