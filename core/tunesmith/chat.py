@@ -41,7 +41,7 @@ No torch import here; jinja2 only when rendering.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +134,14 @@ class ChatFormat:
         Raises :class:`InvalidRecord` (with the reason) for a conversation the template cannot render or
         whose turns cannot be located.
         """
+        trained = [m.get("trained", True) for m in messages if m["role"] == "assistant"]
         msgs = self.prepare(messages)
         thinking = self.thinking_for(msgs)
         turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
-        if last_turn_only:
-            turns = turns[-1:]
+        # A turn marked "trained": False is context only (OpenAI's weight 0); prepare drops no assistant turn.
+        turns = turns[-1:] if last_turn_only else [i for i, t in zip(turns, trained, strict=True) if t]
         full = self._render(msgs, thinking)
+        self._check_tools_rendered(msgs, full)
         in_place: list[Span] = []
         alone: list[Rendered] = []
         for i in turns:
@@ -187,6 +189,7 @@ class ChatFormat:
             msgs = rest
         open_, close = self.policy.think_tags
         for m in msgs:
+            m.pop("trained", None)  # tunesmith's own flag, not the template's
             reasoning = m.pop("reasoning", None)
             if m["role"] != "assistant":
                 continue
@@ -210,7 +213,29 @@ class ChatFormat:
         """``text`` without its reasoning (see :func:`strip_reasoning`)."""
         return strip_reasoning(text, self.policy.think_tags)
 
+    def with_tools(self, tools: list[dict[str, Any]] | None) -> ChatFormat:
+        """This format rendering with ``tools`` (function definitions) passed to the template."""
+        if not tools:
+            return self
+        kwargs = {**(self.policy.kwargs or {}), "tools": tools}
+        same = ChatFormat(self.tokenizer, replace(self.policy, kwargs=kwargs))
+        same._specials = self._specials
+        return same
+
     # ----------------------------------------------------------------------------------- internals
+
+    def _check_tools_rendered(self, msgs: Messages, rendered: str) -> None:
+        """Refuse a chat whose tools or tool calls the template drops (templates without tool support
+        ignore them silently: the calls would be trained as empty turns)."""
+        names = [t.get("function", t).get("name", "") for t in (self.policy.kwargs or {}).get("tools") or []]
+        names += [c["function"]["name"] for m in msgs for c in m.get("tool_calls") or []]
+        missing = next((n for n in names if n and n not in rendered), None)
+        if missing:
+            raise InvalidRecord(
+                f"the chat template does not render tools or tool calls ('{missing}' is missing from the "
+                "rendered chat): set template.chat_template to one with tool support (qwen2.5, qwen3, "
+                "llama-3.1, mistral-v3)"
+            )
 
     def _kwargs(self, thinking: bool) -> dict[str, Any]:
         return {"enable_thinking": thinking, **(self.policy.kwargs or {})}

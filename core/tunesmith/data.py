@@ -73,7 +73,7 @@ def render_prompt(tokenizer: Any, example: Example, chat: ChatFormat | None = No
         raise TunesmithError(
             f"{example.origin}: not a chat ending with an assistant turn, so it has no prompt"
         )
-    return (chat or ChatFormat(tokenizer)).prompt(messages)
+    return (chat or ChatFormat(tokenizer)).with_tools(example.tools).prompt(messages)
 
 
 # -------------------------------------------------------------------------------------- tokenizing
@@ -172,7 +172,7 @@ def tokenize_example(
             "(found before tokenizing it; data.truncate: true cuts such records instead)"
         )
     if kind == "chat":
-        encoded = _encode_chat(chat, example.messages or [])
+        encoded = _encode_chat(chat.with_tools(example.tools), example.messages or [])
     elif kind == "text":
         ids = list(tokenizer(example.text)["input_ids"])
         eos = _eos_id(tokenizer)

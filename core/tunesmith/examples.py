@@ -42,16 +42,17 @@ class InvalidRecord(Exception):
 class Example:
     """A formatted training/evaluation example. Its ``kind`` follows from which fields are set:
 
-    - ``chat``: ``messages`` (turns; loss on assistant turns);
+    - ``chat``: ``messages`` (turns; loss on assistant turns, except those marked ``"trained": False``),
+      with ``tools`` (function definitions the chat template renders) when the turns call tools;
     - ``text``: ``text`` (plain text; loss on every token);
     - ``preference``: ``prompt`` (turns) + ``chosen`` + ``rejected`` (answers), for DPO-style objectives;
     - ``unpaired``: ``prompt`` + ``completion`` + ``label`` (desirable or not), for KTO;
     - ``prompt``: ``prompt`` alone (optionally ``completion`` as a reference answer), for online RL.
     """
 
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     text: str | None = None
-    prompt: list[dict[str, str]] | None = None
+    prompt: list[dict[str, Any]] | None = None
     chosen: str | None = None
     rejected: str | None = None
     completion: str | None = None
@@ -59,6 +60,8 @@ class Example:
     origin: str = ""
     #: Answer options for multiple-choice evaluation (the reference is one of them); any kind may carry it.
     choices: list[str] | None = None
+    #: Function definitions (OpenAI's ``tools``) passed to the chat template beside ``messages``.
+    tools: list[dict[str, Any]] | None = None
 
     @property
     def kind(self) -> str:
@@ -84,7 +87,7 @@ class Example:
         return None
 
     @property
-    def prompt_messages(self) -> list[dict[str, str]] | None:
+    def prompt_messages(self) -> list[dict[str, Any]] | None:
         """The conversation the model answers: up to (not including) the last assistant turn."""
         if self.messages and self.messages[-1].get("role") == "assistant":
             return self.messages[:-1]
