@@ -322,12 +322,14 @@ def save_final(model: Any, tokenizer: Any, resolved: Resolved, run_dir: RunDir, 
 def write_results(
     run_dir: RunDir, resolved: Resolved, metrics: dict[str, Any], samples: dict[str, Any]
 ) -> None:
-    """metrics.json, samples.json and the report; then the run is marked complete."""
+    """metrics.json, samples.json, the report and the model card; then the run is marked complete."""
+    from tunesmith.model_card import write_model_card
     from tunesmith.report import write_report
 
     write_json(run_dir.path / "metrics.json", metrics)
     write_json(run_dir.path / "samples.json", samples)
     write_report(run_dir.path, resolved, metrics, samples["tuned"])
+    write_model_card(run_dir.final, run_dir.path, resolved, metrics)
     run_dir.set_status("complete")
 
 

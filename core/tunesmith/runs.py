@@ -8,6 +8,7 @@ reward model's run, through :func:`load_run`) load finished runs from here.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 from tunesmith.config import Resolved, resolve
 from tunesmith.contexts import Device
 from tunesmith.errors import TunesmithError
+from tunesmith.model_card import write_model_card
 from tunesmith.plugins import Plugins
 from tunesmith.rundir import RunDir
 
@@ -110,10 +112,16 @@ def merge_run(path: Path, out: Path, plugins: Plugins, *, overwrite: bool = Fals
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
+    write_model_card(partial, loaded.run.path, loaded.resolved, _metrics(loaded.run.path), merged=True)
     if out.exists():
         shutil.rmtree(out)
     os.replace(partial, out)
     return out
+
+
+def _metrics(run_path: Path) -> dict[str, Any]:
+    path = run_path / "metrics.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 @dataclass

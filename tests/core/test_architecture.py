@@ -48,6 +48,7 @@ LAYERS = {
         "tunesmith.rundir",
         "tunesmith.report",
         "tunesmith.manifest",
+        "tunesmith.model_card",
         "tunesmith.ui",
     },
     # The conformance kits drive a component the way the engine does (tokenized rows, rendered examples).
