@@ -10,38 +10,59 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tunesmith.components import (
-    Component,
-    DataSource,
-    Evaluator,
-    Formatter,
-    Judge,
-    Method,
-    ModelProvider,
-    Objective,
-    Reward,
-)
-from tunesmith.contexts import Device, EvalContext, EvalExample, TrainContext
-from tunesmith.errors import TunesmithError
-from tunesmith.examples import Example, InvalidRecord, Record, RecordProblem
-from tunesmith.hookspecs import Register, hookimpl
-from tunesmith.kinds import KINDS, Kind
-from tunesmith.options import component, option
-from tunesmith.peft_method import PeftMethod
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
+if TYPE_CHECKING:  # pragma: no cover - typing only; at run time each name is imported on first use
+    from tunesmith.components import (
+        Component,
+        DataSource,
+        Evaluator,
+        Formatter,
+        Judge,
+        Method,
+        ModelProvider,
+        Objective,
+        Reward,
+        Tracker,
+    )
+    from tunesmith.contexts import Device, EvalContext, EvalExample, TrainContext
+    from tunesmith.errors import TunesmithError
+    from tunesmith.examples import Example, InvalidRecord, Record, RecordProblem
+    from tunesmith.hookspecs import Register, hookimpl
+    from tunesmith.kinds import KINDS, Kind
+    from tunesmith.options import component, option
+    from tunesmith.peft_method import PeftMethod
     from tunesmith.runs import FinishedRun, load_run
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    """``load_run`` and ``FinishedRun`` are engine services, imported on first use (they need the engine)."""
-    if name in ("load_run", "FinishedRun"):
-        from tunesmith import runs
+#: Where each public name lives. Importing ``tunesmith`` (and so ``tunesmith.cli``) stays at the cost of
+#: this file: ``tunesmith --help`` must not pay for the component classes it does not use.
+_HOMES = {
+    "tunesmith.components": (
+        "Component DataSource Evaluator Formatter Judge Method ModelProvider Objective Reward Tracker"
+    ),
+    "tunesmith.contexts": "Device EvalContext EvalExample TrainContext",
+    "tunesmith.errors": "TunesmithError",
+    "tunesmith.examples": "Example InvalidRecord Record RecordProblem",
+    "tunesmith.hookspecs": "Register hookimpl",
+    "tunesmith.kinds": "KINDS Kind",
+    "tunesmith.options": "component option",
+    "tunesmith.peft_method": "PeftMethod",
+    "tunesmith.runs": "FinishedRun load_run",  # engine services, imported on first use
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names.split()}
 
-        return getattr(runs, name)
-    raise AttributeError(f"module 'tunesmith' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use, then keep it here."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tunesmith' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [
@@ -67,6 +88,7 @@ __all__ = [
     "Register",
     "Reward",
     "TrainContext",
+    "Tracker",
     "TunesmithError",
     "__version__",
     "component",

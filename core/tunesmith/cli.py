@@ -1,43 +1,76 @@
 """The ``tunesmith`` command line (Click + Rich).
 
-Start-up stays light: this module imports click, rich and the plugin registry only. torch,
-transformers, peft, trl and datasets are imported inside the commands that train or evaluate.
+Start-up stays at the cost of importing click: Rich is imported when something is printed with it,
+the plugin listing comes from a cache (:mod:`tunesmith.invocation`), and the plugin registry, torch,
+transformers, peft, trl and datasets are imported inside the commands that need them.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import sys
-import typing
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from tunesmith import __version__
 from tunesmith.errors import TunesmithError
-from tunesmith.kinds import KIND
-from tunesmith.plugins import Plugins
+from tunesmith.invocation import Registry, asks_for_help
 from tunesmith.ui import Quiet
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from rich.console import Console
+
+    from tunesmith.plugins import Plugins
+    from tunesmith.registry_cache import Listing
+
+
+class _LazyConsole:
+    """A Rich console created on first use: printing nothing (``--help``) imports no Rich."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
+def Table(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - rich.table.Table, imported on first use
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
+
+
+def Text(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - rich.text.Text, imported on first use
+    from rich.text import Text as RichText
+
+    return RichText(*args, **kwargs)
+
+
+console: Any = _LazyConsole(highlight=False)
+err_console: Any = _LazyConsole(stderr=True, highlight=False)
 
 
 class RichUI(Quiet):
     """Pipeline messages as Rich lines and progress bars (on stderr when stdout carries data)."""
 
-    def __init__(self, out: Console | None = None) -> None:
-        self.console = out or console
+    def __init__(self, out: Any = None) -> None:
+        out = out or console
+        self.console = out.get() if isinstance(out, _LazyConsole) else out
 
     def step(self, text: str) -> None:
         self.console.print(f"[bold cyan]▸[/] {text}")
@@ -83,9 +116,45 @@ class TunesmithGroup(click.Group):
                 err_console.print(f"  {line}", markup=False, soft_wrap=True)
             sys.exit(2)
 
+    # Plugin commands: listed and their help shown from the cached listing; anything else runs the real one.
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        registry = ctx.obj
+        if isinstance(registry, Registry) and not registry.built:
+            return sorted({*self.commands, *(c["name"] for c in registry.listing().commands)})
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        registry = ctx.obj
+        if cmd_name not in self.commands and isinstance(registry, Registry) and not registry.built:
+            return registry.cached_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        registry = ctx.obj
+        if args and args[0] not in self.commands and isinstance(registry, Registry) and not registry.built:
+            stand_in = registry.cached_command(args[0])
+            if stand_in is None or not asks_for_help(stand_in, args[1:]):
+                registry.plugins()  # it runs: the real registry, whose plugins add their real commands
+        return super().resolve_command(ctx, args)
+
 
 def _plugins(ctx: click.Context) -> Plugins:
-    return ctx.find_root().obj
+    """The real plugin registry (built on first use when the CLI runs from :func:`main`)."""
+    registry = ctx.find_root().obj
+    return registry.plugins() if isinstance(registry, Registry) else registry
+
+
+def _listing(ctx: click.Context) -> Listing:
+    """What ``plugins list`` and ``plugins show`` print: from the cache unless the registry is built."""
+    registry = ctx.find_root().obj
+    if isinstance(registry, Registry):
+        return registry.listing()
+    from tunesmith.registry_cache import Listing
+
+    return Listing.of(registry)
 
 
 def _quiet_libraries() -> None:
@@ -128,7 +197,7 @@ def plugins() -> None:
 @click.pass_context
 def plugins_list(ctx: click.Context, as_json: bool) -> None:
     """Plugins, their components and their status (without importing torch)."""
-    registry = _plugins(ctx)
+    listing = _listing(ctx)
     if as_json:
         out = {
             "plugins": [
@@ -143,42 +212,34 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
                     "problems": i.problems,
                     "components": [{"kind": k, "name": n} for k, n in i.components],
                 }
-                for i in registry.infos
+                for i in listing.plugins
             ],
             "components": [
                 {
-                    "kind": kind,
-                    "name": name,
-                    "plugin": registry.owner(kind, name).name,
-                    "distribution": registry.owner(kind, name).distribution,
-                    "version": registry.owner(kind, name).version,
-                    "status": registry.owner(kind, name).status,
-                    "summary": cls.summary(),
+                    "kind": c.kind,
+                    "name": c.name,
+                    "plugin": listing.owner(c).name,
+                    "distribution": listing.owner(c).distribution,
+                    "version": listing.owner(c).version,
+                    "status": listing.owner(c).status,
+                    "summary": c.summary,
                 }
-                for kind, comps in registry.components.items()
-                for name, cls in sorted(comps.items())
+                for c in listing.components
             ],
-            "warnings": registry.warnings,
+            "warnings": listing.warnings,
         }
         click.echo(json.dumps(out, indent=2))
         return
     table = Table(title="Components", title_justify="left")
     for col in ("kind", "name", "plugin", "distribution", "summary"):
         table.add_column(col, no_wrap=col != "summary")
-    for kind, comps in registry.components.items():
-        for name, cls in sorted(comps.items()):
-            owner = registry.owner(kind, name)
-            table.add_row(
-                KIND[kind].label,
-                name,
-                owner.name,
-                f"{owner.distribution} {owner.version}",
-                Text(cls.summary()),
-            )
+    for c in listing.components:
+        owner = listing.owner(c)
+        table.add_row(c.label, c.name, owner.name, f"{owner.distribution} {owner.version}", Text(c.summary))
     console.print(table)
-    for line in registry.warnings:
+    for line in listing.warnings:
         RichUI(console).warn(line)
-    odd = [i for i in registry.infos if i.status != "ok" or i.problems]
+    odd = [i for i in listing.plugins if i.status != "ok" or i.problems]
     if odd:
         problems = Table(title="Plugins needing attention", title_justify="left")
         for col in ("plugin", "distribution", "status", "detail"):
@@ -194,10 +255,10 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def plugins_show(ctx: click.Context, name: str) -> None:
     """A component's description and its options (defaults and help)."""
-    registry = _plugins(ctx)
-    found = registry.find(name)
+    listing = _listing(ctx)
+    found = listing.find(name)
     if not found:
-        everything = sorted({n for comps in registry.components.values() for n in comps})
+        everything = sorted({c.name for c in listing.components})
         import difflib
 
         match = difflib.get_close_matches(name, everything, n=1)
@@ -205,48 +266,26 @@ def plugins_show(ctx: click.Context, name: str) -> None:
         raise TunesmithError(
             f"no component named '{name}'{hint}", details=[f"installed: {', '.join(everything)}"]
         )
-    for cls in found:
-        owner = registry.owner(cls.kind, cls.name)
+    for c in found:
+        owner = listing.owner(c)
         console.print(
-            f"[bold]{cls.name}[/] — {KIND[cls.kind].label} from {owner.name} "
-            f"({owner.distribution} {owner.version})"
+            f"[bold]{c.name}[/] — {c.label} from {owner.name} ({owner.distribution} {owner.version})"
         )
-        console.print(Text(cls.description()))
+        console.print(Text(c.description))
         console.print()
-        console.print(options_table(cls.Config, f"{cls.kind} options"))
+        console.print(options_table(c.options, f"{c.kind} options"))
 
 
-def options_table(config_cls: type, title: str) -> Table:
-    from tunesmith.coerce import describe_type
-    from tunesmith.options import describe_range
-
+def options_table(rows: list[list[str]], title: str) -> Any:
+    """A component's options (rows from :func:`tunesmith.registry_cache.option_rows`) as a Rich table."""
     table = Table(title=title, title_justify="left")
     for col in ("option", "type", "default", "help"):
         table.add_column(col)
-    hints = typing.get_type_hints(config_cls)
-    for f in dataclasses.fields(config_cls):
-        kind = f.metadata.get("component")
-        if kind:
-            label = KIND[kind].label
-            kind_type = f"list of {label}s" if f.metadata.get("many") else label
-        bounds = describe_range(f.metadata)
-        table.add_row(
-            f.name,
-            kind_type if kind else describe_type(hints[f.name]) + (f", {bounds}" if bounds else ""),
-            Text(_default(f)),
-            Text(f.metadata.get("help", "")),
-        )
-    if not dataclasses.fields(config_cls):
+    for option, described, default, help_text in rows:
+        table.add_row(option, described, Text(default), Text(help_text))
+    if not rows:
         table.add_row("(none)", "", "", "")
     return table
-
-
-def _default(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
-        return repr(f.default)
-    if f.default_factory is not dataclasses.MISSING:
-        return repr(f.default_factory())
-    return "(required)"
 
 
 # --------------------------------------------------------------------------------------------- init
@@ -327,6 +366,7 @@ def data_check(
                 for origin, segments in shown
             ],
             "data_checks": prepared.checks.to_dict() if prepared.checks else None,
+            "cache": prepared.cache,
         }
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
@@ -349,6 +389,7 @@ def data_check(
             str(stats["truncated"]),
         )
     console.print(table)
+    _print_mixed_sources(prepared.stats)
     checks = prepared.checks.to_dict() if prepared.checks else {}
     console.print(f"Data checks ({checks.get('seconds', 0):.2f} s):")
     for line, findings in describe(checks) or [("none ran", [])]:
@@ -364,6 +405,31 @@ def data_check(
     console.print("[green]data OK[/]")
 
 
+def _print_mixed_sources(stats: dict[str, Any]) -> None:
+    """Per-source counts of the splits that mix several sources."""
+    mixed = {split: s["sources"] for split, s in stats.items() if s.get("sources")}
+    if not mixed:
+        return
+    table = Table(title="Mixed sources", title_justify="left")
+    for col in ("split", "source", "formatter", "weight", "share", "examples", "sequences", "tokens", "trained"):
+        table.add_column(col, justify="left" if col in ("split", "source", "formatter") else "right")
+    for split, sources in mixed.items():
+        total = sum(p["examples"] for p in sources) or 1
+        for p in sources:
+            table.add_row(
+                split,
+                p["source"],
+                p["formatter"],
+                f"{p['weight']:g}",
+                f"{100 * p['examples'] / total:.1f}%",
+                str(p["examples"]),
+                str(p["sequences"]),
+                str(p["tokens"]),
+                str(p["trained_tokens"]),
+            )
+    console.print(table)
+
+
 # ---------------------------------------------------------------------------------------------- run
 
 
@@ -376,11 +442,62 @@ def data_check(
     type=click.Path(file_okay=False, path_type=Path),
     help="Continue RUN_DIR from its last complete checkpoint (refused if inputs changed).",
 )
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes on this machine, one per GPU (on CPU they share the cores); starts torchrun for you.",
+)
 @click.pass_context
 def run(
-    ctx: click.Context, config: Path | None, overrides: tuple[str, ...], overwrite: bool, resume: Path | None
+    ctx: click.Context,
+    config: Path | None,
+    overrides: tuple[str, ...],
+    overwrite: bool,
+    resume: Path | None,
+    nproc: int,
 ) -> None:
-    """Train and evaluate as CONFIG says; writes a run directory."""
+    """Train and evaluate as CONFIG says; writes a run directory.
+
+    \b
+    On several devices (the main process alone prints and writes the run directory):
+      tunesmith run CONFIG --nproc 4                      4 GPUs of this machine
+      torchrun --nproc-per-node 4 -m tunesmith.cli run CONFIG      the same, by hand
+      torchrun --nnodes 2 --node-rank R --rdzv-endpoint HOST:29500 \\
+               --rdzv-backend c10d --nproc-per-node 8 -m tunesmith.cli run CONFIG
+      accelerate launch --num_processes 4 -m tunesmith.cli run CONFIG
+    DDP by default; FSDP or DeepSpeed with training.distributed.strategy. See docs/distributed.md.
+    """
+    from tunesmith.distributed import Ranks
+
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:  # not yet launched: become the launcher
+        from tunesmith.launch import launch
+
+        args = [str(config)] if config is not None else []
+        args += [f"--set={o}" for o in overrides]
+        args += ["--overwrite"] * overwrite + ([f"--resume={resume}"] if resume is not None else [])
+        ctx.exit(launch(nproc, ["run", *args]))
+    if Ranks.from_env().is_main:
+        _run(ctx, config, overrides, overwrite, resume)
+        return
+    # Another process of a distributed run: it trains and evaluates its share silently; the main
+    # process reports, errors included (this one exits 2 like it, without printing them again).
+    warnings.simplefilter("ignore")
+    try:
+        _run(ctx, config, overrides, overwrite, resume, ui=Quiet())
+    except TunesmithError:
+        sys.exit(2)
+
+
+def _run(
+    ctx: click.Context,
+    config: Path | None,
+    overrides: tuple[str, ...],
+    overwrite: bool,
+    resume: Path | None,
+    ui: Quiet | None = None,
+) -> None:
     _quiet_libraries()
     from tunesmith.pipeline import run as run_pipeline
 
@@ -390,9 +507,12 @@ def run(
         config = resume / "config.yaml"
         if not config.is_file():
             raise TunesmithError(f"no run to resume at {resume}")
-    ui = RichUI()
+    main = ui is None
+    ui = ui or RichUI()
     resolved = _load(ctx, config, overrides, ui)
     result = run_pipeline(resolved, _plugins(ctx), overwrite=overwrite, resume=resume, ui=ui)
+    if not main:
+        return
     print_metrics(result.metrics)
     console.print(f"[green]run complete:[/] {result.run_dir} (report: {result.run_dir / 'report.md'})")
     failed = [g for g in result.metrics.get("gates", []) if not g["passed"]]
@@ -573,16 +693,56 @@ def chat(
         click.echo(session.reply(message, max_new_tokens=max_new_tokens, system=system))
 
 
+# -------------------------------------------------------------------------------------------- cache
+
+
+@cli.group()
+def cache() -> None:
+    """What tunesmith keeps under $TUNESMITH_CACHE (default ~/.cache/tunesmith), and clearing it."""
+
+
+@cache.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def cache_info(as_json: bool) -> None:
+    """Entries and sizes per kind (prepared data, ...), and the total."""
+    import dataclasses
+    import json
+
+    from tunesmith import cache as store
+
+    usage = store.usage()
+    if as_json:
+        click.echo(json.dumps({"root": str(store.root()), "kinds": [dataclasses.asdict(u) for u in usage]}))
+        return
+    table = Table(title=f"Cache: {store.root()}", title_justify="left")
+    for col in ("kind", "entries", "size", "incomplete"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for u in usage:
+        table.add_row(u.kind, str(u.entries), store.human(u.bytes), str(u.incomplete))
+    table.add_row("total", str(sum(u.entries for u in usage)), store.human(sum(u.bytes for u in usage)), "")
+    console.print(table)
+
+
+@cache.command("clear")
+@click.option("--data", "what", flag_value="data", default=True, help="Prepared data only (the default).")
+@click.option("--all", "what", flag_value="all", help="Everything under the cache root.")
+def cache_clear(what: str) -> None:
+    """Delete cached entries; they are rebuilt when next needed."""
+    from tunesmith import cache as store
+
+    freed = store.clear(None if what == "all" else [what])
+    console.print(f"cleared {'everything' if what == 'all' else what} under {store.root()}: {store.human(freed)} freed")
+
+
 # ---------------------------------------------------------------------------------------- entry
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: a fresh plugin registry per invocation."""
-    registry = Plugins()
+    """Console-script entry point: a fresh plugin registry per invocation, built as far as the command
+    needs (listings and help come from the cached listing)."""
     group = copy.copy(cli)  # plugin commands go on this invocation's copy, never on the module's group
     group.commands = dict(cli.commands)
-    registry.add_commands(group)
-    group.main(args=argv, obj=registry, prog_name="tunesmith")
+    group.main(args=argv, obj=Registry(group), prog_name="tunesmith")
 
 
 if __name__ == "__main__":  # pragma: no cover

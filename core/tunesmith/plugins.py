@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -22,28 +22,9 @@ from tunesmith import hookspecs
 from tunesmith.components import Component
 from tunesmith.errors import TunesmithError
 from tunesmith.kinds import KIND, KINDS
+from tunesmith.plugin_info import BUILTIN_DISTRIBUTION, PluginInfo
 
 GROUP = "tunesmith"
-BUILTIN_DISTRIBUTION = "tunesmith"
-
-
-@dataclass
-class PluginInfo:
-    """What is known about one plugin, loaded or not."""
-
-    name: str
-    distribution: str
-    version: str
-    module: str
-    status: str = "ok"  # ok | failed | disabled
-    stage: str | None = None  # import | validate | register
-    error: str | None = None
-    problems: list[str] = field(default_factory=list)  # non-fatal: rejected components, ...
-    components: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
-
-    @property
-    def builtin(self) -> bool:
-        return self.distribution == BUILTIN_DISTRIBUTION
 
 
 @dataclass

@@ -35,14 +35,21 @@ LAYERS = {
     "engine": {
         "tunesmith.coerce",
         "tunesmith.plugins",
+        "tunesmith.plugin_info",
+        "tunesmith.registry_cache",
         "tunesmith.config",
         "tunesmith.chat",
         "tunesmith.data",
         "tunesmith.models",
         "tunesmith.training",
         "tunesmith.prepare",
+        "tunesmith.streaming",
         "tunesmith.data_checks",
         "tunesmith.evaluation",
+        "tunesmith.eval_cache",
+        "tunesmith.cache",
+        "tunesmith.datastore",
+        "tunesmith.mixing",
         "tunesmith.runs",
         "tunesmith.pipeline",
         "tunesmith.rundir",
@@ -50,6 +57,7 @@ LAYERS = {
         "tunesmith.manifest",
         "tunesmith.model_card",
         "tunesmith.ui",
+        "tunesmith.tracking",
     },
     # The conformance kits drive a component the way the engine does (tokenized rows, rendered examples).
     "kits": {
@@ -60,7 +68,7 @@ LAYERS = {
         "tunesmith.testing.evaluators",
     },
     "tools": {"tunesmith.inference", "tunesmith.evaluate_run", "tunesmith.compare", "tunesmith.starter"},
-    "face": {"tunesmith.cli"},
+    "face": {"tunesmith.cli", "tunesmith.invocation"},
 }
 ORDER = ["api", "engine", "kits", "tools", "face"]
 #: Deliberate exceptions, each with its reason.
