@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from tunesmith.contexts import EvalContext, TrainContext
@@ -240,6 +241,88 @@ class Judge(Component):
         raise NotImplementedError
 
 
+# ---------------------------------------------------------------------------------------- trackers
+
+
+class Tracker(Component):
+    """Sends a run to an experiment tracker (MLflow, Weights & Biases, ...): its config, the metrics
+    logged while training, the final held-out metrics and where the run directory is.
+
+    The engine calls, on the process that owns the console only: :meth:`start` once the run directory
+    exists, :meth:`log` each time training logs (training and validation metrics), :meth:`finish` once
+    ``metrics.json`` and the report are written, or :meth:`abort` when the run fails. A tracker that
+    raises is reported as a warning, recorded in ``metrics.json`` (``tracker_errors``) and not called
+    again; the run goes on. Import the tracker's library inside these methods, never at module level.
+    """
+
+    kind: ClassVar[str] = "tracker"
+    #: The module the tracker needs (checked at config time without importing it), e.g. ``"mlflow"``.
+    library: ClassVar[str | None] = None
+    #: What to install when :attr:`library` is missing, e.g. ``"tunesmith[mlflow]"``.
+    install: ClassVar[str | None] = None
+
+    def validate(self) -> Iterable[tuple[str, str]]:
+        """Reports a missing :attr:`library` with the ``pip install`` line; subclasses extend it."""
+        if self.library and not library_installed(self.library):
+            install = self.install or self.library
+            yield "", f"tracker '{self.name}' needs {self.library}, not installed: pip install '{install}'"
+
+    def start(self, config: Mapping[str, Any], run_dir: Path, run_name: str) -> str | None:
+        """Open the tracker's run. ``config`` is the resolved run config (``config.yaml``), ``run_dir``
+        the run directory (absolute), ``run_name`` the config's ``name``. Returns a line telling the user
+        where the run is tracked (shown in the console), or None."""
+        raise NotImplementedError
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:  # pragma: no cover - interface
+        """Numbers logged at optimizer step ``step``: ``loss``, ``learning_rate``, ``grad_norm``, ... and,
+        when the run validates, ``eval_loss`` and the other ``eval_`` metrics."""
+        raise NotImplementedError
+
+    def finish(self, metrics: Mapping[str, Any], run_dir: Path) -> None:  # pragma: no cover - interface
+        """Close the run: ``metrics`` is what ``metrics.json`` holds (:meth:`final_metrics` flattens its
+        held-out scores), ``run_dir`` the complete run directory, to upload or to point at."""
+        raise NotImplementedError
+
+    def abort(self, error: str) -> None:
+        """The run failed with ``error`` (or this tracker did): close the tracker's run as failed.
+        Best effort; the default does nothing."""
+
+    @staticmethod
+    def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+        """Held-out scores as flat names: ``tuned/test/exact-match/exact_match``, ``base/test/...``."""
+        return {
+            f"{side}/{split}/{name}": float(value)
+            for side in ("base", "tuned")
+            for split, scores in (metrics.get(side) or {}).items()
+            for name, value in scores.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+
+    @staticmethod
+    def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        """A nested config as ``{"training.learning_rate": 0.0003, "method.name": "lora", ...}``; lists
+        of components are indexed (``evaluators.0.name``)."""
+        flat: dict[str, Any] = {}
+        items = config.items() if isinstance(config, Mapping) else enumerate(config)
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if isinstance(value, (Mapping, list)) and value:
+                flat.update(Tracker.flat_config(value, f"{name}."))  # type: ignore[arg-type]
+            else:
+                flat[name] = value
+        return flat
+
+
+def library_installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 # ------------------------------------------------------------------------------------------ models
 
 
@@ -281,4 +364,5 @@ __all__ = [
     "Record",
     "RecordProblem",
     "Reward",
+    "Tracker",
 ]

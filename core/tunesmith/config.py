@@ -18,7 +18,16 @@ from typing import Any
 import yaml
 
 from tunesmith.coerce import coerce, describe
-from tunesmith.components import Component, DataSource, Evaluator, Formatter, Method, ModelProvider, Objective
+from tunesmith.components import (
+    Component,
+    DataSource,
+    Evaluator,
+    Formatter,
+    Method,
+    ModelProvider,
+    Objective,
+    Tracker,
+)
 from tunesmith.errors import TunesmithError
 from tunesmith.kinds import KIND
 from tunesmith.options import out_of_range
@@ -41,6 +50,8 @@ class Resolved:
     #: The provider named by ``model.path``, or None when it is a hub id or a directory.
     model_provider: ModelProvider | None
     warnings: list[str]
+    #: The experiment trackers of ``tracking:``, in order.
+    trackers: list[Tracker] = dataclasses.field(default_factory=list)
 
     @property
     def training(self) -> TrainingConfig:
@@ -59,6 +70,7 @@ class Resolved:
         data["method"] = component_dict(self.method)
         data["objective"] = component_dict(self.objective)
         data["evaluators"] = [component_dict(e) for e in self.evaluators]
+        data["tracking"] = [component_dict(t) for t in self.trackers]
         return data
 
 
@@ -194,6 +206,11 @@ def resolve(data: dict[str, Any], plugins: Plugins, *, new_run: bool = True) -> 
         ],
         model_provider=provider,
         warnings=[],
+        trackers=[  # only a new run reports to trackers: a finished run's need not be installed
+            builder.choose("tracker", spec, f"tracking[{i}]")
+            for i, spec in enumerate(config.tracking)
+            if spec is not None and new_run
+        ],
     )
     if not errors:
         reason = resolved.objective.check_method(resolved.method)

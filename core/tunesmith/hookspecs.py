@@ -30,6 +30,7 @@ from tunesmith.components import (
     ModelProvider,
     Objective,
     Reward,
+    Tracker,
 )
 
 hookspec = pluggy.HookspecMarker("tunesmith")
@@ -126,6 +127,20 @@ def register_judges(register: Register[Judge]) -> None:
     A judge's ``judge(prompts, responses)`` returns one bool per response, True where it refuses. Judges
     are chosen inside a component, e.g. ``evaluators: [{name: safety, judge: {name: ...}}]``.
     Must not: load a classifier or model here; do that on the first ``judge`` call.
+    """
+
+
+@hookspec
+def register_trackers(register: Register[Tracker]) -> None:
+    """Register :class:`tunesmith.Tracker` subclasses: experiment trackers a run reports to, chosen by a
+    run config's ``tracking:`` list (e.g. ``tracking: [{name: mlflow, experiment: dates}]``).
+
+    :param register: call ``register(cls)`` once per class.
+
+    A tracker's ``start``, ``log``, ``finish`` and ``abort`` run on the process that owns the console; one
+    that raises is reported and dropped while the run goes on.
+    Must not: import the tracker's library or connect to its server here; do that in ``start``. Set
+    ``library`` and ``install`` on the class so a missing library is a config error with its install line.
     """
 
 

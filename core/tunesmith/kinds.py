@@ -14,6 +14,7 @@ from tunesmith.components import (
     ModelProvider,
     Objective,
     Reward,
+    Tracker,
 )
 
 
@@ -36,6 +37,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("reward", "reward", Reward, "register_rewards"),
     Kind("model", "model", ModelProvider, "register_models"),
     Kind("judge", "judge", Judge, "register_judges"),
+    Kind("tracker", "tracker", Tracker, "register_trackers"),
 )
 KIND: dict[str, Kind] = {kind.name: kind for kind in KINDS}
 

@@ -22,6 +22,7 @@ from tunesmith.plugins import Plugins
 from tunesmith.prepare import PreparedData, prepare, thinking_used, training_rows
 from tunesmith.rundir import RunDir, write_json
 from tunesmith.runs import base_model_path
+from tunesmith.tracking import Tracking
 from tunesmith.ui import Quiet
 
 
@@ -50,14 +51,19 @@ def run(
     device = Device.detect()
     check_device(resolved, device)
     run_dir, resume_from = open_run_dir(resolved, prepared, tokenizer, overwrite=overwrite, resume=resume)
+    tracking = Tracking(resolved.trackers, ui.warn)
     try:
+        for note in tracking.start(resolved.to_dict(), run_dir.path, resolved.config.name):
+            ui.note(note)
         write_data_checks(run_dir.path, prepared)  # what deduplication and decontamination found
         set_seed(resolved.config.training.seed)
         model = load_base(resolved, plugins, device, ui)
         base_size = model.get_memory_footprint()
         base_metrics, base_samples = evaluate_base(model, tokenizer, resolved, prepared, run_dir, ui)
         model, (trainable, total) = apply_method(model, resolved, ui)
-        train_metrics = train(model, tokenizer, resolved, prepared, device, run_dir, resume_from, plugins, ui)
+        train_metrics = train(
+            model, tokenizer, resolved, prepared, device, run_dir, resume_from, plugins, ui, tracking
+        )
         save_final(model, tokenizer, resolved, run_dir, ui)
         ui.step("Evaluating the tuned model")
         with torch.inference_mode():
@@ -77,15 +83,20 @@ def run(
             "objective": resolved.objective.name,
             "errors": errors,
             "plugin_errors": list(plugins.hook_failures),
+            "tracker_errors": tracking.errors,
             "gates": gates,
         }
         write_results(run_dir, resolved, metrics, {"base": base_samples, "tuned": tuned_samples})
+        tracking.finish(metrics, run_dir.path)
+        if tracking.errors:  # a tracker that failed at the end is recorded with the others
+            write_json(run_dir.path / "metrics.json", metrics)
         plugins.call("on_run_end", run_dir=str(run_dir.path), metrics=metrics)
         if plugins.hook_failures:  # observer hooks that raised, on_run_end's included
             run_dir.set_status("complete", plugin_errors=plugins.hook_failures)
             for failure in plugins.hook_failures:
                 ui.warn(failure)
     except BaseException as exc:
+        tracking.abort(f"{type(exc).__name__}: {exc}")
         fail(run_dir, exc, resume_from)
     finally:
         run_dir.unlock()  # only now: the run's last write is done
@@ -249,6 +260,7 @@ def train(
     resume_from: str | None,
     plugins: Plugins,
     ui: Any,
+    tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Train with the objective; returns its metrics plus wall time, rows and throughput."""
     from tunesmith.data import Collator
@@ -259,10 +271,16 @@ def train(
     what = f"{len(rows)} rows" if objective.tokenized else f"{len(prepared.examples['train'])} examples"
     ui.step(f"Training with objective '{objective.name}' on {what}")
     path = str(run_dir.path)
+
+    def on_log(step: int, logs: dict[str, float]) -> None:
+        plugins.call("on_log", run_dir=path, step=step, logs=logs)
+        if tracking is not None:
+            tracking.log(step, logs)
+
     with ui.progress("training", None) as update:
         callbacks = make_callbacks(
             run_dir.path,
-            on_log=lambda step, logs: plugins.call("on_log", run_dir=path, step=step, logs=logs),
+            on_log=on_log,
             on_checkpoint=lambda ckpt, step: plugins.call(
                 "on_checkpoint", run_dir=path, checkpoint_dir=ckpt, step=step
             ),

@@ -207,6 +207,12 @@ class RunConfig:
     )
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "Optimisation"})
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig, metadata={"help": "Evaluation"})
+    tracking: list = component(
+        "tracker",
+        many=True,
+        help="Experiment trackers the run reports to, each with its options, e.g. "
+        "[{name: mlflow, experiment: dates}] (default: none; TensorBoard files are always written)",
+    )
 
     @property
     def run_dir(self) -> Path:
