@@ -145,7 +145,8 @@ class ChatFormat:
         in_place: list[Span] = []
         alone: list[Rendered] = []
         for i in turns:
-            prompt, target = self._turn(msgs, i, thinking)
+            # The last turn's rendering is the whole chat's: render each chat once, not once more per turn.
+            prompt, target = self._turn(msgs, i, thinking, full if i == len(msgs) - 1 else None)
             end = len(prompt) + len(target)
             eos = self.tokenizer.eos_token or ""
             if full.startswith(prompt) and full.startswith(target, len(prompt)):
@@ -266,10 +267,10 @@ class ChatFormat:
             prompt = opened + "\n\n" + close + "\n\n"
         return prompt
 
-    def _turn(self, msgs: Messages, i: int, thinking: bool) -> tuple[str, str]:
+    def _turn(self, msgs: Messages, i: int, thinking: bool, through: str | None = None) -> tuple[str, str]:
         """``(P_i, A_i)``: the generation prompt before assistant turn ``i`` and what must follow it."""
         prompt = self._prompt(msgs[:i], thinking)
-        through = self._render(msgs[: i + 1], thinking)
+        through = self._render(msgs[: i + 1], thinking) if through is None else through
         if through.startswith(prompt):
             return prompt, through[len(prompt) :]
         common = _common_prefix(prompt, through)

@@ -411,8 +411,9 @@ def _print_mixed_sources(stats: dict[str, Any]) -> None:
     if not mixed:
         return
     table = Table(title="Mixed sources", title_justify="left")
-    for col in ("split", "source", "formatter", "weight", "share", "examples", "sequences", "tokens", "trained"):
-        table.add_column(col, justify="left" if col in ("split", "source", "formatter") else "right")
+    names = ("split", "source", "formatter")
+    for col in (*names, "weight", "share", "examples", "sequences", "tokens", "trained"):
+        table.add_column(col, justify="left" if col in names else "right")
     for split, sources in mixed.items():
         total = sum(p["examples"] for p in sources) or 1
         for p in sources:
@@ -731,7 +732,8 @@ def cache_clear(what: str) -> None:
     from tunesmith import cache as store
 
     freed = store.clear(None if what == "all" else [what])
-    console.print(f"cleared {'everything' if what == 'all' else what} under {store.root()}: {store.human(freed)} freed")
+    what = "everything" if what == "all" else what
+    console.print(f"cleared {what} under {store.root()}: {store.human(freed)} freed")
 
 
 # ---------------------------------------------------------------------------------------- entry

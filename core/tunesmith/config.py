@@ -65,13 +65,29 @@ class Resolved:
         """The fully resolved config (defaults filled in) as plain data, for the run directory."""
         data = dataclasses.asdict(self.config)
         data["training"]["learning_rate"] = self.training.learning_rate
-        data["data"].update({split: component_dict(c) for split, c in self.sources.items()})
+        data["data"].update({split: source_dict(c) for split, c in self.sources.items()})
         data["formatter"] = component_dict(self.formatter)
         data["method"] = component_dict(self.method)
         data["objective"] = component_dict(self.objective)
         data["evaluators"] = [component_dict(e) for e in self.evaluators]
         data["tracking"] = [component_dict(t) for t in self.trackers]
         return data
+
+
+def source_dict(source: DataSource) -> dict[str, Any] | list[dict[str, Any]]:
+    """A split's source as a run config writes it: a component, or a mixture's list of weighted parts."""
+    from tunesmith.mixing import Mixture
+
+    if not isinstance(source, Mixture):
+        return component_dict(source)
+    return [
+        {
+            **component_dict(p.source),
+            "weight": p.weight,
+            **({"formatter": component_dict(p.formatter)} if p.formatter else {}),
+        }
+        for p in source.parts
+    ]
 
 
 def component_dict(comp: Component) -> dict[str, Any]:
@@ -181,7 +197,7 @@ def resolve(data: dict[str, Any], plugins: Plugins, *, new_run: bool = True) -> 
     # A bad value was reported and left at its default: go on, so every mistake is listed at once.
     provider = _model_provider(config, plugins, errors)
     sources = {
-        split: builder.choose("data_source", getattr(config.data, split), f"data.{split}")
+        split: builder.choose_source(getattr(config.data, split), f"data.{split}")
         for split in SPLITS
         if getattr(config.data, split) is not None
     }
@@ -367,6 +383,9 @@ class _Builder:
             f = fields[key]
             if "component" in f.metadata:
                 kind, many = f.metadata["component"], f.metadata.get("many", False)
+                if kind == "data_source" and isinstance(value, list):  # a mixed split
+                    values[key] = [self.spec(v, f"{key_path}[{i}]", many=False) for i, v in enumerate(value)]
+                    continue
                 spec = self.spec(value, key_path, many=many)
                 if nested:
                     spec = (
@@ -406,6 +425,43 @@ class _Builder:
             self.errors.append(f"{path}: expected a component name or a mapping with 'name', got {value!r}")
             return None
         return dict(value)
+
+    def choose_source(self, spec: dict | list, path: str) -> Any:
+        """A split's data source; a list of sources is a :class:`tunesmith.mixing.Mixture`, each part with
+        its ``weight`` (default 1) and optional ``formatter``."""
+        from tunesmith.mixing import Mixture, Part
+
+        if not isinstance(spec, list):
+            return self.choose("data_source", spec, path)
+        if not spec:
+            self.errors.append(f"{path}: an empty list; give at least one data source")
+            return None
+        parts = []
+        for i, item in enumerate(spec):
+            where = f"{path}[{i}]"
+            if item is None:
+                continue
+            options = dict(item)
+            for key in [k for k in options if k not in ("weight", "formatter", "name")]:
+                close = difflib.get_close_matches(str(key), ["weight", "formatter"], n=1, cutoff=0.75)
+                if close:
+                    self.errors.append(f"{where}.{key}: unknown option (did you mean '{close[0]}'?)")
+                    options.pop(key)
+            weight = options.pop("weight", 1.0)
+            ok, weight = coerce(weight, float)
+            if not ok or isinstance(weight, bool):
+                self.errors.append(f"{where}.weight: expected a number, got {item['weight']!r}")
+            elif (problem := out_of_range(weight, {"exclusive_minimum": 0})) is not None:
+                self.errors.append(f"{where}.weight: {problem}")
+            formatter = options.pop("formatter", None)
+            if formatter is not None:
+                formatter = self.choose(
+                    "formatter", self.spec(formatter, f"{where}.formatter", many=False), f"{where}.formatter"
+                )
+            source = self.choose("data_source", options, where)
+            if source is not None:
+                parts.append(Part(source, weight, formatter))
+        return Mixture(parts) if len(parts) == len(spec) else None
 
     def choose_many(self, kind: str, specs: list[Any], path: str) -> list[Any]:
         chosen = [self.choose(kind, spec, f"{path}[{i}]") for i, spec in enumerate(specs) if spec is not None]

@@ -34,7 +34,7 @@ No torch import at module level: only :class:`Collator` needs it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,21 +46,27 @@ from tunesmith.examples import Example, InvalidRecord, RecordProblem
 IGNORE_INDEX = -100
 
 
-def read_split(source: DataSource, formatter: Formatter) -> tuple[list[Example], list[RecordProblem]]:
-    """Read and format every record of one split, collecting problems instead of stopping at the first."""
-    examples: list[Example] = []
-    problems: list[RecordProblem] = []
+def format_records(source: DataSource, formatter: Formatter) -> Iterator[Example | RecordProblem]:
+    """Each record of one split formatted, or the problem that stopped it (reading goes on)."""
     for item in source.read():
         if isinstance(item, RecordProblem):
-            problems.append(item)
+            yield item
             continue
         try:
             example = formatter.format(item)
         except InvalidRecord as e:
-            problems.append(RecordProblem(item.origin, e.message, e.field))
+            yield RecordProblem(item.origin, e.message, e.field)
             continue
         example.origin = item.origin
-        examples.append(example)
+        yield example
+
+
+def read_split(source: DataSource, formatter: Formatter) -> tuple[list[Example], list[RecordProblem]]:
+    """Read and format every record of one split, collecting problems instead of stopping at the first."""
+    examples: list[Example] = []
+    problems: list[RecordProblem] = []
+    for item in format_records(source, formatter):
+        (problems if isinstance(item, RecordProblem) else examples).append(item)  # type: ignore[arg-type]
     return examples, problems
 
 

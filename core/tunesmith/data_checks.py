@@ -25,10 +25,10 @@ import re
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
 from tunesmith.errors import TunesmithError
 from tunesmith.examples import Example
@@ -110,6 +110,16 @@ class DataChecks:
     def findings_of(self, check: Check) -> list[Finding]:
         """The findings of one check."""
         return [f for f in self.findings if f.check == check.check and f.against == check.against]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataChecks:
+        """The inverse of :meth:`to_dict` (for prepared data read back from the cache)."""
+        return cls(
+            checks=[Check(**c) for c in data.get("checks", [])],
+            findings=[Finding(**f) for f in data.get("findings", [])],
+            examples=dict(data.get("examples", {})),
+            seconds=data.get("seconds", 0.0),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``data check --json`` and ``data_checks.json``."""
@@ -296,11 +306,24 @@ def _strings(value: Any) -> Iterable[str]:
 # ------------------------------------------------------------------------------------------- checks
 
 
-def check_data(examples: dict[str, list[Example]], config: DataConfig) -> tuple[list[Example], DataChecks]:
-    """Run both stages; returns the training examples to keep and the findings.
+@overload
+def check_data(
+    examples: Mapping[str, Sequence[Example]], config: DataConfig, *, indices: Literal[False] = False
+) -> tuple[list[Example], DataChecks]: ...
+@overload
+def check_data(
+    examples: Mapping[str, Sequence[Example]], config: DataConfig, *, indices: Literal[True]
+) -> tuple[list[int], DataChecks]: ...
+def check_data(
+    examples: Mapping[str, Sequence[Example]], config: DataConfig, *, indices: bool = False
+) -> tuple[list[Any], DataChecks]:
+    """Run both stages; returns the training examples to keep (their positions with ``indices``, for
+    splits stored on Arrow) and the findings.
 
-    Raises :class:`TunesmithError` listing every finding of a check whose policy is ``error`` (with both
-    origins), after all checks ran.
+    Memory follows the number of training examples only through 16-byte hashes of their texts (exact
+    checks) and the MinHash index (near-duplicates, about 1 KB per example); held-out splits are
+    indexed whole. Raises :class:`TunesmithError` listing every finding of a check whose policy is
+    ``error`` (with both origins), after all checks ran.
     """
     started = time.monotonic()
     train = examples.get("train") or []
@@ -356,10 +379,12 @@ def check_data(examples: dict[str, list[Example]], config: DataConfig) -> tuple[
             _found(result, check, train[i].origin, records[h].origin, how, dropped, i)
     result.seconds = time.monotonic() - started
     _raise_errors(result)
+    if indices:
+        return [i for i in range(len(train)) if i not in dropped], result
     return [ex for i, ex in enumerate(train) if i not in dropped], result
 
 
-def refuse_copied_splits(keys: list[bytes], held_out: dict[str, list[Example]]) -> None:
+def refuse_copied_splits(keys: list[bytes], held_out: Mapping[str, Sequence[Example]]) -> None:
     """A validation or test split made only of training examples is a mistake, whatever the policy."""
     known = set(keys)
     for split in HELD_OUT_SPLITS:
@@ -405,7 +430,7 @@ def _raise_errors(result: DataChecks) -> None:
 
 
 def _near_duplicates(
-    train: list[Example],
+    train: Sequence[Example],
     kept: list[int],
     firsts: set[int],
     template: set[str],
@@ -461,7 +486,7 @@ def _match(matches: Matches, i: int, rank: int, h: int, how: str) -> None:
         matches[i] = (rank, h, how)
 
 
-def _exact_matches(keys: list[bytes], kept: list[int], records: list[Example]) -> Matches:
+def _exact_matches(keys: list[bytes], kept: list[int], records: Sequence[Example]) -> Matches:
     held: dict[bytes, int] = {}
     for h, ex in enumerate(records):
         held.setdefault(exact_key(ex), h)
@@ -473,9 +498,9 @@ def _exact_matches(keys: list[bytes], kept: list[int], records: list[Example]) -
 
 
 def _overlaps(
-    train: list[Example],
+    train: Sequence[Example],
     kept: list[int],
-    records: list[Example],
+    records: Sequence[Example],
     train_template: set[str],
     config: DataConfig,
     check: Check,

@@ -10,6 +10,7 @@ import hashlib
 import json
 import platform
 import subprocess
+from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
@@ -55,8 +56,13 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def hash_examples(examples: list[Example]) -> str:
-    """sha256 over the formatted examples, in order (what training actually sees, before tokenizing)."""
+def hash_examples(examples: Sequence[Example]) -> str:
+    """sha256 over the formatted examples, in order (what training actually sees, before tokenizing).
+
+    Prepared splits on Arrow carry it, computed once when they were stored (``content_hash``)."""
+    stored = getattr(examples, "content_hash", None)
+    if stored:
+        return str(stored)
     digest = hashlib.sha256()
     for ex in examples:
         fields = [ex.messages, ex.text, ex.prompt, ex.chosen, ex.rejected, ex.completion, ex.label]

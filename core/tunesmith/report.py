@@ -107,6 +107,29 @@ def data_check_lines(run_dir: Path, shown: int = 20) -> list[str]:
     return lines
 
 
+def mixed_source_lines(data: dict[str, Any]) -> list[str]:
+    """Per-source counts of the splits that mix several sources (``data.train`` given as a list)."""
+    lines: list[str] = []
+    for split, st in data.items():
+        sources = st.get("sources") or []
+        if not sources:
+            continue
+        total = sum(p["examples"] for p in sources) or 1
+        lines += [
+            "",
+            f"Sources mixed into {split}:",
+            "",
+            "| source | formatter | weight | share | examples | tokens | trained tokens |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{p['source']}` | {p['formatter']} | {p['weight']:g} | {100 * p['examples'] / total:.1f}% | "
+            f"{p['examples']} | {p['tokens']} | {p['trained_tokens']} |"
+            for p in sources
+        ]
+    return lines
+
+
 def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], samples: dict[str, Any]) -> None:
     cfg = resolved.config
     params = metrics["parameters"]
@@ -130,7 +153,18 @@ def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], sam
         "| split | metric | base | tuned |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {s} | {m} | {fmt(b)} | {fmt(t)} |" for s, m, b, t in metric_rows(metrics)]
+    cached = metrics.get("evaluation", {}).get("base_cache", {}).get("reused", [])
+    reused = {(r["split"], r["evaluator"]) for r in cached}
+    lines += [
+        f"| {s} | {m} | {fmt(b)}{' (cached)' if (s, m.split('/')[0]) in reused else ''} | {fmt(t)} |"
+        for s, m, b, t in metric_rows(metrics)
+    ]
+    if reused:
+        lines += [
+            "",
+            "Base scores marked (cached) were reused from an earlier run with the same base model, "
+            "evaluation data, evaluator options and generation settings (`evaluation.cache_base`).",
+        ]
     if metrics.get("errors"):
         lines += ["", "## Evaluator errors", ""] + [f"- {e}" for e in metrics["errors"]]
     if metrics.get("gates"):
@@ -153,6 +187,7 @@ def write_report(run_dir: Path, resolved: Resolved, metrics: dict[str, Any], sam
             f"| {split} | {st.get('count', '?')} | {st.get('dropped', 0)} | {fmt(st.get('mean_tokens'))} | "
             f"{st.get('max_tokens', '?')} | {st.get('truncated', 0)} |"
         )
+    lines += mixed_source_lines(metrics["data"])
     lines += data_check_lines(run_dir)
     train, validation = read_losses(run_dir), read_losses(run_dir, "eval_loss")
     if plot_losses(train, run_dir / "loss.png", validation):

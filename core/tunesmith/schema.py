@@ -36,17 +36,40 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: dict | None = component(
-        "data_source", help="Training split: a data source, e.g. {name: jsonl, path: ...}"
+    train: dict | list | None = component(
+        "data_source",
+        help="Training split: a data source, e.g. {name: jsonl, path: ...}, or a list of them mixed by "
+        "weight, each with its own weight (default 1) and formatter, e.g. [{name: jsonl, path: a.jsonl, "
+        "weight: 0.7}, {name: jsonl, path: b.jsonl, weight: 0.3, formatter: chat}]",
     )
-    validation: dict | None = component("data_source", help="Validation split (optional)")
-    test: dict | None = component("data_source", help="Held-out test split (optional); never trained on")
+    validation: dict | list | None = component(
+        "data_source", help="Validation split (optional); a data source or a list of them, like train"
+    )
+    test: dict | list | None = component(
+        "data_source", help="Held-out test split (optional); never trained on; a source or a list, like train"
+    )
     max_length: int = option(1024, minimum=8, help="Maximum tokens per example (and per packed row)")
     packing: bool = option(True, help="Pack several examples per row, with no attention across them")
     train_on_prompt: bool = option(False, help="Also train on prompt/user tokens (default: completion only)")
     truncate: bool = option(False, help="Truncate over-long examples (counted) instead of rejecting them")
     on_invalid: Literal["error", "drop"] = option(
         "error", help="What to do with invalid records: error (list them, stop) or drop (count them, go on)"
+    )
+    mix_stopping: Literal["first_exhausted", "all_exhausted"] = option(
+        "first_exhausted",
+        help="A split of several sources ends when the first source runs out (first_exhausted: no example "
+        "repeated) or when every source was seen whole (all_exhausted: smaller sources repeated)",
+    )
+    cache: bool = option(
+        True,
+        help="Reuse prepared (formatted, tokenized, packed) splits from $TUNESMITH_CACHE/data when nothing "
+        "that changes them changed; false prepares them again every time",
+    )
+    num_proc: int = option(
+        0,
+        minimum=0,
+        help="Processes that tokenize a split (datasets.map num_proc); 0 = auto: one per CPU core (at most "
+        "8) for splits of 20,000 examples or more, one otherwise",
     )
     dedup: Literal["off", "warn", "drop", "error"] = option(
         "drop",
