@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import sys
+import typing
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,6 +231,10 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         }
         click.echo(json.dumps(out, indent=2))
         return
+    _print_page(ctx, "plugins list", lambda: _print_plugins(listing))
+
+
+def _print_plugins(listing: Listing) -> None:
     table = Table(title="Components", title_justify="left")
     for col in ("kind", "name", "plugin", "distribution", "summary"):
         table.add_column(col, no_wrap=col != "summary")
@@ -250,6 +255,16 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
         console.print(problems)
 
 
+def _print_page(ctx: click.Context, command: str, render: typing.Callable[[], None]) -> None:
+    """Print a listing page; from :func:`main`, a page printed before on this terminal is reprinted
+    from the registry cache (no Rich import, no rendering)."""
+    registry = ctx.find_root().obj
+    if isinstance(registry, Registry):
+        registry.print_page(command, render, console.get)
+    else:
+        render()
+
+
 @plugins.command("show")
 @click.argument("name")
 @click.pass_context
@@ -266,14 +281,18 @@ def plugins_show(ctx: click.Context, name: str) -> None:
         raise TunesmithError(
             f"no component named '{name}'{hint}", details=[f"installed: {', '.join(everything)}"]
         )
-    for c in found:
-        owner = listing.owner(c)
-        console.print(
-            f"[bold]{c.name}[/] — {c.label} from {owner.name} ({owner.distribution} {owner.version})"
-        )
-        console.print(Text(c.description))
-        console.print()
-        console.print(options_table(c.options, f"{c.kind} options"))
+
+    def render() -> None:
+        for c in found:
+            owner = listing.owner(c)
+            console.print(
+                f"[bold]{c.name}[/] — {c.label} from {owner.name} ({owner.distribution} {owner.version})"
+            )
+            console.print(Text(c.description))
+            console.print()
+            console.print(options_table(c.options, f"{c.kind} options"))
+
+    _print_page(ctx, f"plugins show {name}", render)
 
 
 def options_table(rows: list[list[str]], title: str) -> Any:

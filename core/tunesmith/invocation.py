@@ -7,6 +7,10 @@ something builds the real registry, which also adds the plugins' real commands t
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from collections.abc import Callable
 from gettext import gettext as _
 from typing import TYPE_CHECKING, Any
 
@@ -56,10 +60,53 @@ class Registry:
         root = click.Context(self.group, info_name="tunesmith", **self.group.context_settings)
         return [describe(self.group.commands[name], name, root) for name in sorted(self._added)]
 
+    def print_page(self, command: str, render: Callable[[], None], console: Callable[[], Any]) -> None:
+        """Print what ``render`` prints on the Rich ``console()``, a page of the listing: kept with the cached
+        listing for this terminal, so the same request next time prints it without importing Rich."""
+        key = json.dumps([command, terminal()])
+        listing = self.listing()
+        text = listing.page(key)
+        if text is None:
+            with console().capture() as captured:
+                render()
+            text = captured.get()
+            listing.keep_page(key, text)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
     def cached_command(self, name: str) -> click.Command | None:
         """A stand-in for a plugin command that can show its help (and nothing else)."""
         info = next((c for c in self.listing().commands if c["name"] == name), None)
         return stand_in(info) if info else None
+
+
+#: The environment variables Rich reads to decide width, height, colours and terminal features.
+RICH_VARIABLES = (
+    "COLUMNS", "LINES", "TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE",
+    "JUPYTER_COLUMNS", "JUPYTER_LINES", "DATABRICKS_RUNTIME_VERSION",
+)  # fmt: skip
+
+
+def terminal() -> list[Any]:
+    """Everything a Rich page's bytes depend on besides its content: whether stdout is a terminal, the
+    terminal sizes Rich looks at (stdin, stdout, stderr), the output encoding and Rich's variables."""
+    sizes: list[list[int] | None] = []
+    for fd in (0, 1, 2):
+        try:
+            sizes.append(list(os.get_terminal_size(fd)))
+        except (OSError, ValueError):
+            sizes.append(None)
+    try:
+        tty = sys.stdout.isatty()
+    except ValueError:
+        tty = False
+    return [
+        tty,
+        sizes,
+        getattr(sys.stdout, "encoding", None),
+        sys.platform,
+        [os.environ.get(name) for name in RICH_VARIABLES],
+    ]
 
 
 def asks_for_help(command: click.Command, args: list[str]) -> bool:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,25 @@ class Listing:
     warnings: list[str]
     #: Commands added by plugins (``register_commands``), described for ``--help``.
     commands: list[dict[str, Any]] = field(default_factory=list)
+    #: Where printed pages of this listing are kept (``None``: not cached, e.g. strict mode).
+    pages: Path | None = field(default=None, compare=False, repr=False)
+
+    def page(self, key: str) -> str | None:
+        """A page printed from this listing before, stored under ``key`` (see :meth:`keep_page`)."""
+        if self.pages is None:
+            return None
+        try:
+            with open(self.pages / _page_name(key), encoding="utf-8", newline="") as page:
+                stored_key, _, text = page.read().partition("\n")
+        except OSError:
+            return None
+        return text if stored_key == key else None
+
+    def keep_page(self, key: str, text: str) -> None:
+        """Keep a page printed from this listing (``key`` says which command, on which terminal): the
+        next identical request prints it without rendering anything. Dropped with the listing."""
+        if self.pages is not None:
+            _write_text(self.pages / _page_name(key), f"{key}\n{text}")
 
     def owner(self, entry: ComponentEntry) -> PluginInfo:
         return self.plugins[entry.owner]
@@ -159,19 +179,38 @@ def cached_listing(build: Callable[[], Listing]) -> Listing:
             and stored["installed"] == installed
             and all(_stat(name) == stat for name, stat in stored["files"])
         ):
-            return Listing.from_json(stored["listing"])
+            listing = Listing.from_json(stored["listing"])
+            listing.pages = path.with_name(f"{path.stem}-{stored['generation']}")
+            return listing
     except (KeyError, TypeError, ValueError, AttributeError):
         pass  # a damaged entry: rebuilt below
     before = set(sys.modules)
     listing = build()
+    generation = f"{time.time_ns():x}"
     entry = {
         "key": key,
+        "generation": generation,  #: names the folder of this entry's pages; a rebuild starts a new one
         "installed": installed,
         "files": [[name, _stat(name)] for name in _plugin_files(listing, before)],
         "listing": listing.to_json(),
     }
-    _write(path, entry)
+    _forget_pages(path)
+    _write_text(path, json.dumps(entry))
+    listing.pages = path.with_name(f"{path.stem}-{generation}")
     return listing
+
+
+def _page_name(key: str) -> str:
+    """A file name for a page key (one line, stored as the file's first line and compared on reading)."""
+    return f"{zlib.crc32(key.encode()):08x}.txt"
+
+
+def _forget_pages(path: Path) -> None:
+    """Drop the pages printed from an earlier entry of this key."""
+    import shutil
+
+    for folder in path.parent.glob(f"{path.stem}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _key() -> dict[str, Any]:
@@ -255,7 +294,7 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write(path: Path, entry: dict[str, Any]) -> None:
+def _write_text(path: Path, text: str) -> None:
     """Atomically (a reader sees the old entry or the new one, never half of one); a cache that cannot
     be written only costs speed."""
     import tempfile
@@ -264,8 +303,8 @@ def _write(path: Path, entry: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(entry, out)
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+                out.write(text)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)
