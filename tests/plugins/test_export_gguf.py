@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,10 @@ from tunesmith.plugins import Plugins, PluginSource, entry_point_sources
 
 gguf = pytest.importorskip("gguf")
 
+from families import FAMILIES, build_tokenizer  # noqa: E402
+
 from tunesmith_plugins.export.modelfile import measure_template, write_modelfile  # noqa: E402
 from tunesmith_plugins.export.to_gguf import export_gguf, hf_tensors, without_generation_markers  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from families import FAMILIES, build_tokenizer  # noqa: E402
 
 HF_TO_GGUF = {  # the Llama tensor names, written out (the exporter takes them from gguf's own map)
     "model.embed_tokens.weight": "token_embd.weight",
@@ -194,7 +192,7 @@ def test_the_tiny_template_is_measured_and_reproduces_jinja(tiny_model_dir):
     assert measure_template(tokenizer, add_bos=True).start == ""  # llama.cpp would add BOS itself
 
 
-@pytest.mark.parametrize("family", ["gemma-2", "mistral-v3", "phi-4"])
+@pytest.mark.parametrize("family", ["llama-3.1", "qwen2.5", "smollm2", "gemma-2", "mistral-v3", "phi-4"])
 def test_family_templates_that_are_turn_by_turn_reproduce_jinja(family):
     tokenizer = build_tokenizer(FAMILIES[family])
     pieces = measure_template(tokenizer, add_bos=False)
@@ -204,6 +202,20 @@ def test_family_templates_that_are_turn_by_turn_reproduce_jinja(family):
             continue
         jinja = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         assert pieces.render(messages, True) == jinja
+
+
+def test_a_default_system_block_is_written_only_without_a_system_message():
+    tokenizer = build_tokenizer(FAMILIES["qwen2.5"])
+    pieces = measure_template(tokenizer, add_bos=False)
+    assert pieces.default_system.startswith("<|im_start|>system\nYou are Qwen")
+    template = pieces.go_template()
+    assert template.startswith(
+        '{{ if ne (index .Messages 0).Role "system" }}<|im_start|>system\nYou are Qwen'
+    )
+
+
+def test_qwen3_rewrites_history_so_it_gets_no_measured_template():
+    assert measure_template(build_tokenizer(FAMILIES["qwen3"]), add_bos=False) is None
 
 
 def test_a_template_that_is_not_turn_by_turn_gets_no_template(tmp_path, tiny_model_dir):
@@ -259,3 +271,33 @@ def test_export_refuses_what_is_not_a_complete_run(tmp_path):
     result = CliRunner().invoke(group, ["export", str(tmp_path / "nothing")], obj=registry)
     assert result.exit_code == 2
     assert "no run directory" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_export_of_an_adapter_run_holds_the_merged_model(tmp_path, run_config):
+    group, registry = cli_with_export()
+    runner = CliRunner()
+    assert runner.invoke(group, ["run", str(run_config())], obj=registry).exit_code == 0
+    run = tmp_path / "runs" / "t"
+    result = runner.invoke(group, ["export", str(run), "--quant", "f32"], obj=registry)
+    assert result.exit_code == 0, result.output
+    out = run / "gguf" / "t-f32.gguf"
+    assert (run / "gguf" / "Modelfile").read_text().startswith("FROM ./t-f32.gguf")
+    assert not list(run.glob(".merged-*"))
+
+    merged = tmp_path / "merged"
+    assert runner.invoke(group, ["merge", str(run), "-o", str(merged)], obj=registry).exit_code == 0
+    tensors, fields = read_back(out)
+    expected = expected_tensors(merged)
+    assert sorted(tensors) == sorted(expected)
+    base = expected_tensors(
+        Path(json.loads((run / "final" / "adapter_config.json").read_text())["base_model_name_or_path"])
+    )
+    for name, want in expected.items():
+        assert np.array_equal(tensors[name][1], want), name
+    changed = [n for n in expected if not np.array_equal(expected[n], base[n])]
+    assert any("attn_q" in n for n in changed)  # the LoRA update is in the file, not the base weights
+    assert fields["general.name"] == "t"
+
+    result = runner.invoke(group, ["export", str(run), "--quant", "q4"], obj=registry)
+    assert result.exit_code == 2 and "q4" in result.output

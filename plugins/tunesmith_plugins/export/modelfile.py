@@ -3,12 +3,14 @@ tokens and generation defaults.
 
 Ollama templates are Go templates over ``.Messages`` (each with ``.Role`` and ``.Content``); Hugging Face
 templates are Jinja. Rather than translating Jinja, the template is *measured*: the run's tokenizer renders
-short conversations with marker contents, which gives the text around each role's turn and the generation
-prompt. Those pieces become a Go template, and they are checked by re-assembling longer conversations and
-comparing with the Jinja rendering. A template whose turns depend on their position (a default system
-message added only when none is given, history rewritten, thinking blocks) fails that check; the
-Modelfile then carries no ``TEMPLATE`` and says so, and Ollama falls back to the template it detects in the
-GGUF's ``tokenizer.chat_template``.
+short conversations with marker contents, which gives the text around each role's turn, the generation
+prompt and the default system block some templates write when no system message is given (Llama 3.x,
+Qwen2.5). Those pieces become a Go template, and they are checked by re-assembling longer conversations
+and comparing with the Jinja rendering. A template whose turns depend on their position (history
+rewritten, thinking blocks kept only in the last turn: Qwen3, Phi-3.5) fails that check; the Modelfile
+then carries no ``TEMPLATE`` and says so, and Ollama falls back to the template it recognises in the GGUF's
+``tokenizer.chat_template``. What the measurement freezes: a template that prints today's date prints the
+export's date.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ class TurnPieces:
     prefix: dict[str, str]
     suffix: dict[str, str]
     generation: str
+    default_system: str = ""  #: what the template writes when the first message is not a system one
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
         """The conversation as the Go template renders it (the check against the Jinja rendering)."""
         text = self.start
+        if self.default_system and (not messages or messages[0]["role"] != "system"):
+            text += self.default_system
         for m in messages:
             text += self.prefix[m["role"]] + m["content"] + self.suffix[m["role"]]
         return text + (self.generation if add_generation_prompt else "")
@@ -51,8 +56,13 @@ class TurnPieces:
                     f"{_go(self.suffix[role])}"
                 )
         last = f'{{{{ if and $last (ne .Role "assistant") }}}}{_go(self.generation)}{{{{ end }}}}'
+        default = (
+            f'{{{{ if ne (index .Messages 0).Role "system" }}}}{_go(self.default_system)}{{{{ end }}}}'
+            if self.default_system
+            else ""
+        )
         return (
-            f"{_go(self.start)}{{{{ range $i, $_ := .Messages }}}}"
+            f"{_go(self.start)}{default}{{{{ range $i, $_ := .Messages }}}}"
             "{{ $last := eq (len (slice $.Messages $i)) 1 }}"
             f"{''.join(branches)}{{{{ end }}}}{last}{{{{ end }}}}"
         )
@@ -71,40 +81,53 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], add_generation_promp
 
 def measure_template(tokenizer: Any, *, add_bos: bool) -> TurnPieces | None:
     """The turn pieces of ``tokenizer``'s chat template, or None when they do not reproduce it."""
-    user, assistant = MARK["user"], MARK["assistant"]
-    try:
-        one = _render(tokenizer, [{"role": "user", "content": user}], False)
-        asked = _render(tokenizer, [{"role": "user", "content": user}], True)
-        pair = _render(
-            tokenizer, [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}], False
-        )
-    except Exception:  # a template that needs more than plain turns (tools, required system, ...)
-        return None
-    head, _, user_suffix = one.partition(user)
-    if not asked.startswith(one) or not pair.startswith(head + user + user_suffix):
-        return None
-    start = tokenizer.bos_token if tokenizer.bos_token and head.startswith(tokenizer.bos_token) else ""
-    between, _, assistant_suffix = pair[len(head + user + user_suffix) :].partition(assistant)
-    prefix = {"user": head[len(start) :], "assistant": between}
-    suffix = {"user": user_suffix, "assistant": assistant_suffix}
-    try:
-        with_system = _render(
-            tokenizer,
-            [{"role": "system", "content": MARK["system"]}, {"role": "user", "content": user}],
-            False,
-        )
-        system_head, _, rest = with_system.partition(MARK["system"])
-        if system_head.startswith(start) and rest.endswith(prefix["user"] + user + user_suffix):
-            prefix["system"] = system_head[len(start) :]
-            suffix["system"] = rest[: len(rest) - len(prefix["user"] + user + user_suffix)]
-    except Exception:
-        pass  # templates that refuse a system role (Gemma) simply have none
-    pieces = TurnPieces(start, prefix, suffix, asked[len(one) :])
-    if not _reproduces(tokenizer, pieces):
+    pieces = _measure(tokenizer, with_system=True) or _measure(tokenizer, with_system=False)
+    if pieces is None or not _reproduces(tokenizer, pieces):
         return None
     if add_bos and pieces.start == tokenizer.bos_token:
         pieces.start = ""  # llama.cpp adds BOS itself (tokenizer.ggml.add_bos_token)
     return pieces
+
+
+def _measure(tokenizer: Any, *, with_system: bool) -> TurnPieces | None:
+    """Render marker conversations and cut the text around the markers.
+
+    ``first`` is [system?, user]; each longer conversation must extend the shorter one, which is what
+    "turn by turn" means. The text before the first user turn, without a system message, is the default
+    system block some templates add (Llama 3.x, Qwen2.5).
+    """
+    system, user, assistant, user2 = MARK["system"], MARK["user"], MARK["assistant"], MARK["user"] + "2"
+    lead = [{"role": "system", "content": system}] if with_system else []
+    turns = [*lead, {"role": "user", "content": user}]
+    try:
+        first = _render(tokenizer, turns, False)
+        asked = _render(tokenizer, turns, True)
+        turns.append({"role": "assistant", "content": assistant})
+        pair = _render(tokenizer, turns, False)
+        more = _render(tokenizer, [*turns, {"role": "user", "content": user2}], False)
+        bare = _render(tokenizer, [{"role": "user", "content": user}], False)
+    except Exception:  # a template that refuses these turns (Gemma refuses a system role)
+        return None
+    if not (asked.startswith(first) and pair.startswith(first) and more.startswith(pair)):
+        return None
+    head, _, user_suffix = first.partition(user)
+    assistant_prefix, _, assistant_suffix = pair[len(first) :].partition(assistant)
+    user_prefix = more[len(pair) :].partition(user2)[0]
+    bare_head = bare.partition(user)[0]
+    if not head.endswith(user_prefix) or not bare_head.endswith(user_prefix):
+        return None
+    bos = tokenizer.bos_token or ""
+    start = bos if bos and head.startswith(bos) else ""
+    prefix = {"user": user_prefix, "assistant": assistant_prefix}
+    suffix = {"user": user_suffix, "assistant": assistant_suffix}
+    if with_system:
+        prefix["system"], _, suffix["system"] = head[len(start) : len(head) - len(user_prefix)].partition(
+            system
+        )
+    if not bare_head.startswith(start):
+        return None
+    default = bare_head[len(start) : len(bare_head) - len(user_prefix)]
+    return TurnPieces(start, prefix, suffix, asked[len(first) :], default)
 
 
 def _reproduces(tokenizer: Any, pieces: TurnPieces) -> bool:
@@ -160,6 +183,8 @@ def write_modelfile(gguf_path: Path, model_dir: Path, *, add_bos: bool) -> tuple
             "# The run's chat template, measured from its Jinja rendering (see docs/export.md).",
             f'TEMPLATE """{pieces.go_template()}"""',
         ]
+        if "system" not in pieces.prefix:
+            lines.append("# The template has no system turn of its own: system messages are left out.")
     else:
         lines += [
             "# No TEMPLATE: the run's chat template could not be reproduced as turn-by-turn text (see",
