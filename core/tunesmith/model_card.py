@@ -19,6 +19,7 @@ from typing import Any
 
 from tunesmith.config import Resolved
 from tunesmith.data_checks import describe
+from tunesmith.hf import HEADS
 from tunesmith.peft_method import PeftMethod
 from tunesmith.report import fmt, metric_rows
 
@@ -62,7 +63,7 @@ def build_model_card(
         base_model=facts.hub_base,
         library_name=facts.library_name,
         license=facts.license,
-        pipeline_tag="text-generation",
+        pipeline_tag=facts.task,
         tags=facts.tags,
         datasets=facts.datasets or None,
         model_name=facts.name,
@@ -90,6 +91,12 @@ class _Facts:
         whole = merged or not self.method.produces_adapter
         self.library_name = "peft" if self.adapter else "transformers" if whole else None
         self.license = _license_of(self.base, resolved)
+        #: The hub's pipeline tag: a reward model (a sequence classifier) scores text, others generate it.
+        self.task = (
+            "text-classification"
+            if HEADS.get(self.objective.model_kind) == HEADS["sequence-classification"]
+            else "text-generation"
+        )
 
     @property
     def tags(self) -> list[str]:
@@ -150,7 +157,7 @@ class _Facts:
                     continue
                 results.append(
                     EvalResult(
-                        task_type="text-generation",
+                        task_type=self.task,
                         dataset_type=source.describe() if source else split,
                         dataset_name=f"{self.name} {split} split",
                         dataset_split=split,
@@ -248,18 +255,19 @@ class _Facts:
 
     def usage(self) -> str:
         base = self.hub_base or "BASE_MODEL"
+        auto = HEADS.get(self.objective.model_kind, HEADS["causal-lm"])
         if self.adapter:
             code = (
                 "from peft import PeftModel\n"
-                "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-                f'model = AutoModelForCausalLM.from_pretrained("{base}")\n'
+                f"from transformers import {auto}, AutoTokenizer\n\n"
+                f'model = {auto}.from_pretrained("{base}")\n'
                 'model = PeftModel.from_pretrained(model, "REPO_ID")\n'
                 'tokenizer = AutoTokenizer.from_pretrained("REPO_ID")  # carries the training chat template'
             )
         elif self.library_name == "transformers":
             code = (
-                "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-                'model = AutoModelForCausalLM.from_pretrained("REPO_ID")\n'
+                f"from transformers import {auto}, AutoTokenizer\n\n"
+                f'model = {auto}.from_pretrained("REPO_ID")\n'
                 'tokenizer = AutoTokenizer.from_pretrained("REPO_ID")  # carries the training chat template'
             )
         else:

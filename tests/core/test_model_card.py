@@ -149,3 +149,10 @@ def test_a_run_and_merge_write_cards_with_the_runs_numbers(tmp_path, run_config)
     assert merged.data.library_name == "transformers"
     assert "merged" in merged.data.tags and merged.data.tunesmith["merged"] is True
     assert merged.data.tunesmith["metrics"]["tuned"] == metrics["tuned"]
+
+
+def test_a_reward_model_is_a_text_classifier(tmp_path, run_config):
+    config = run_config(objective={"name": "reward"}, formatter={"name": "preference"})
+    card = card_for(tmp_path, config)
+    assert card.data.pipeline_tag == "text-classification"
+    assert "AutoModelForSequenceClassification" in card.text
