@@ -477,6 +477,7 @@ def run(
     overwrite: bool,
     resume: Path | None,
     nproc: int,
+    dry_run: bool,
 ) -> None:
     """Train and evaluate as CONFIG says; writes a run directory.
 
@@ -489,14 +490,23 @@ def run(
       accelerate launch --num_processes 4 -m tunesmith.cli run CONFIG
     DDP by default; FSDP or DeepSpeed with training.distributed.strategy. See docs/distributed.md.
     """
+    import logging
+
     from tunesmith.distributed import Ranks
 
+    args = [str(config)] if config is not None else []
+    args += [f"--set={o}" for o in overrides]
+    args += ["--overwrite"] * overwrite + ([f"--resume={resume}"] if resume is not None else [])
+    if dry_run:
+        from tunesmith.launch import dry_run as describe_launch
+
+        _quiet_libraries()
+        loaded = _load(ctx, config or (resume / "config.yaml" if resume else None), overrides)
+        click.echo(json.dumps(describe_launch(nproc, ["run", *args], loaded, _plugins(ctx)), indent=2))
+        return
     if nproc > 1 and "LOCAL_RANK" not in os.environ:  # not yet launched: become the launcher
         from tunesmith.launch import launch
 
-        args = [str(config)] if config is not None else []
-        args += [f"--set={o}" for o in overrides]
-        args += ["--overwrite"] * overwrite + ([f"--resume={resume}"] if resume is not None else [])
         ctx.exit(launch(nproc, ["run", *args]))
     if Ranks.from_env().is_main:
         _run(ctx, config, overrides, overwrite, resume)
@@ -504,6 +514,7 @@ def run(
     # Another process of a distributed run: it trains and evaluates its share silently; the main
     # process reports, errors included (this one exits 2 like it, without printing them again).
     warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)  # library warnings: the main process shows them once
     try:
         _run(ctx, config, overrides, overwrite, resume, ui=Quiet())
     except TunesmithError:

@@ -109,6 +109,9 @@ class TrainContext:
 
     def training_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``TrainingArguments`` (or a TRL config) that honour the run config."""
+        from tunesmith.distributed import Ranks
+        from tunesmith.parallel import trainer_kwargs
+
         t = self.training
         precision = self.device.precision(t.precision)
         kwargs: dict[str, Any] = dict(
@@ -154,6 +157,15 @@ class TrainContext:
                     # --resume continues the early-stopping count saved with the checkpoint
                     restore_callback_states_from_checkpoint=True,
                 )
+        # Several processes: DDP settings always, FSDP or DeepSpeed as training.distributed says.
+        kwargs.update(
+            trainer_kwargs(
+                t.distributed,
+                self.model,
+                world_size=Ranks.from_env().world_size,
+                activation_checkpointing=kwargs["activation_checkpointing"],
+            )
+        )
         kwargs.update(overrides)
         return kwargs
 

@@ -8,6 +8,8 @@ model is loaded.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +18,14 @@ from typing import Any, NoReturn
 from tunesmith.config import Resolved
 from tunesmith.contexts import Device, TrainContext
 from tunesmith.data_checks import write_data_checks
+from tunesmith.distributed import Ranks
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluation import evaluate
 from tunesmith.plugins import Plugins
 from tunesmith.prepare import PreparedData, prepare, thinking_used, training_rows
 from tunesmith.rundir import RunDir, write_json
 from tunesmith.runs import base_model_path
+from tunesmith.schema import TrainingConfig
 from tunesmith.tracking import Tracking
 from tunesmith.ui import Quiet
 
@@ -40,38 +44,53 @@ def run(
     resume: Path | None = None,
     ui: Any = None,
 ) -> RunResult:
-    """Run one fine-tuning job described by ``resolved``; returns where it was written and its metrics."""
+    """Run one fine-tuning job described by ``resolved``; returns where it was written and its metrics.
+
+    Under a launcher (torchrun, accelerate launch) every process calls this: the main process (global
+    rank 0) owns the console and the run directory, the others train and evaluate their share quietly
+    (see :mod:`tunesmith.distributed`).
+    """
     import torch
     from transformers import set_seed
 
-    ui = ui or Quiet()
+    ranks = Ranks.from_env()
+    ui = (ui or Quiet()) if ranks.is_main else Quiet()
+    device = Device.detect()
+    ranks.start(device.type)
     for warning in resolved.warnings:
         ui.warn(warning)
-    prepared, tokenizer = prepare(resolved, ui, plugins)
-    device = Device.detect()
-    check_device(resolved, device)
-    run_dir, resume_from = open_run_dir(resolved, prepared, tokenizer, overwrite=overwrite, resume=resume)
-    tracking = Tracking(resolved.trackers, ui.warn)
+    prepared, tokenizer = prepare(resolved, ui, plugins)  # main process first, the others read its cache
+    ranks.agree(lambda: check_device(resolved, device, ranks))
+    run_dir, resume_from = open_run_dir(
+        resolved, prepared, tokenizer, ranks, overwrite=overwrite, resume=resume
+    )
+    tracking = Tracking(resolved.trackers if ranks.is_main else [], ui.warn)  # the console's process reports
     try:
         for note in tracking.start(resolved.to_dict(), run_dir.path, resolved.config.name):
             ui.note(note)
-        write_data_checks(run_dir.path, prepared)  # what deduplication and decontamination found
+        if ranks.is_main:
+            write_data_checks(run_dir.path, prepared)  # what deduplication and decontamination found
         set_seed(resolved.config.training.seed)
-        model = load_base(resolved, plugins, device, ui)
+        model = load_base(resolved, plugins, device, ui, ranks)
         base_size = model.get_memory_footprint()
-        base_metrics, base_samples = evaluate_base(model, tokenizer, resolved, prepared, run_dir, ui)
+        base_metrics, base_samples, evaluation = evaluate_base(
+            model, tokenizer, resolved, prepared, run_dir, ui
+        )
         model, (trainable, total) = apply_method(model, resolved, ui)
         train_metrics = train(
             model, tokenizer, resolved, prepared, device, run_dir, resume_from, plugins, ui, tracking
         )
-        save_final(model, tokenizer, resolved, run_dir, ui)
+        save_final(model, tokenizer, resolved, run_dir, ui, ranks)
         ui.step("Evaluating the tuned model")
+        started = time.monotonic()
         with torch.inference_mode():
             tuned_metrics, tuned_samples, errors, gates = evaluate(
-                model, tokenizer, resolved, prepared, "tuned", ui, run_dir.path / "review"
+                model, tokenizer, resolved, prepared, "tuned", ui, review_dir(run_dir), base=base_metrics
             )
-        metrics = {
+        evaluation["tuned_seconds"] = round(time.monotonic() - started, 2)
+        metrics: dict[str, Any] = {
             "base": base_metrics,
+            "evaluation": evaluation,
             "tuned": tuned_metrics,
             "train": train_metrics,
             "parameters": {"trainable": trainable, "total": total, "base_memory_bytes": base_size},
@@ -86,21 +105,31 @@ def run(
             "tracker_errors": tracking.errors,
             "gates": gates,
         }
-        write_results(run_dir, resolved, metrics, {"base": base_samples, "tuned": tuned_samples})
-        tracking.finish(metrics, run_dir.path)
-        if tracking.errors:  # a tracker that failed at the end is recorded with the others
-            write_json(run_dir.path / "metrics.json", metrics)
-        plugins.call("on_run_end", run_dir=str(run_dir.path), metrics=metrics)
-        if plugins.hook_failures:  # observer hooks that raised, on_run_end's included
-            run_dir.set_status("complete", plugin_errors=plugins.hook_failures)
-            for failure in plugins.hook_failures:
-                ui.warn(failure)
+        if ranks.distributed:
+            metrics["processes"] = ranks.world_size
+        if ranks.is_main:
+            write_results(run_dir, resolved, metrics, {"base": base_samples, "tuned": tuned_samples})
+            tracking.finish(metrics, run_dir.path)
+            if tracking.errors:  # a tracker that failed at the end is recorded with the others
+                write_json(run_dir.path / "metrics.json", metrics)
+            plugins.call("on_run_end", run_dir=str(run_dir.path), metrics=metrics)
+            if plugins.hook_failures:  # observer hooks that raised, on_run_end's included
+                run_dir.set_status("complete", plugin_errors=plugins.hook_failures)
+                for failure in plugins.hook_failures:
+                    ui.warn(failure)
     except BaseException as exc:
         tracking.abort(f"{type(exc).__name__}: {exc}")
+        if not ranks.is_main:
+            raise
         fail(run_dir, exc, resume_from)
     finally:
         run_dir.unlock()  # only now: the run's last write is done
     return RunResult(run_dir.path, metrics)
+
+
+def review_dir(run_dir: RunDir) -> Path | None:
+    """Where evaluators may write files (a review sheet): the main process's run directory only."""
+    return run_dir.path / "review" if Ranks.from_env().is_main else None
 
 
 def fail(run_dir: RunDir, exc: BaseException, resume_from: str | None) -> NoReturn:
@@ -161,16 +190,61 @@ def _is_refused_pickle(exc: BaseException | None) -> bool:
 # ----------------------------------------------------------------------------------------- phases
 
 
-def check_device(resolved: Resolved, device: Device) -> None:
-    """Refuse what this machine cannot do before anything is written: fp16 training needs a GPU."""
+def check_device(resolved: Resolved, device: Device, ranks: Ranks | None = None) -> None:
+    """Refuse what this machine cannot do before anything is written: fp16 training needs a GPU;
+    FSDP and DeepSpeed need what :func:`tunesmith.parallel.check` says."""
+    from tunesmith import parallel
+
     if resolved.config.training.precision == "fp16" and device.type != "cuda":
         raise TunesmithError(
             f"training.precision: fp16 needs a CUDA GPU; this machine trains on {device.type}",
             details=["use precision: auto (fp32 here, bf16 on a GPU that has it) or fp32"],
         )
+    method = resolved.method
+    parallel.check(
+        resolved.config.training.distributed,
+        device_type=device.type,
+        world_size=(ranks or Ranks()).world_size,
+        method=method.name,
+        quantization_config=method.model_load_kwargs(device.type).get("quantization_config"),
+    )
+
+
+def distributed_training(resolved: Resolved) -> TrainingConfig:
+    """The ``training`` section the objective sees, ``find_unused_parameters`` decided: on only when
+    the config says so or the method declares it leaves parameters unused
+    (``ddp_find_unused_parameters = True`` on the method class)."""
+    training = resolved.training
+    d = training.distributed
+    if d.find_unused_parameters is not None:
+        return training
+    needed = bool(getattr(resolved.method, "ddp_find_unused_parameters", False))
+    return dataclasses.replace(training, distributed=dataclasses.replace(d, find_unused_parameters=needed))
 
 
 def open_run_dir(
+    resolved: Resolved,
+    prepared: PreparedData,
+    tokenizer: Any,
+    ranks: Ranks,
+    *,
+    overwrite: bool,
+    resume: Path | None,
+) -> tuple[RunDir, str | None]:
+    """The run directory and the checkpoint to resume from. The main process creates (or checks and
+    locks) it; the others learn its path and checkpoint once it is ready, or fail with its error."""
+    opened = ranks.on_main(
+        lambda: _open_run_dir(resolved, prepared, tokenizer, overwrite=overwrite, resume=resume)
+    )
+    if ranks.is_main:
+        assert opened is not None
+        ranks.broadcast((str(opened[0].path), opened[1]))
+        return opened
+    path, resume_from = ranks.broadcast(("", None))
+    return RunDir(Path(path)), resume_from
+
+
+def _open_run_dir(
     resolved: Resolved, prepared: PreparedData, tokenizer: Any, *, overwrite: bool, resume: Path | None
 ) -> tuple[RunDir, str | None]:
     """A new run directory with the config and manifest, or the run to resume and its last checkpoint."""
@@ -199,12 +273,15 @@ def open_run_dir(
     return run_dir, None
 
 
-def load_base(resolved: Resolved, plugins: Plugins, device: Device, ui: Any) -> Any:
-    """The base model, loaded the method's way (e.g. 4-bit) with the objective's head, on ``device``."""
+def load_base(resolved: Resolved, plugins: Plugins, device: Device, ui: Any, ranks: Ranks) -> Any:
+    """The base model, loaded the method's way (e.g. 4-bit) with the objective's head, on ``device``.
+
+    The main process fetches, builds or merges it first (into a cache); the others then find it there.
+    """
     from tunesmith.models import load_base_model
 
     cfg = resolved.config
-    path = base_model_path(resolved, plugins, ui.note)
+    path = ranks.main_first(lambda: base_model_path(resolved, plugins, ui.note))
     precision = device.precision(cfg.training.precision)
     ui.step(f"Loading model {cfg.model.path} ({device.type}, {precision})")
     return load_base_model(
@@ -219,15 +296,27 @@ def load_base(resolved: Resolved, plugins: Plugins, device: Device, ui: Any) -> 
 
 def evaluate_base(
     model: Any, tokenizer: Any, resolved: Resolved, prepared: PreparedData, run_dir: RunDir, ui: Any
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Scores of the untouched base model (``evaluation.compare_base``), for the side-by-side report."""
-    if not resolved.config.evaluation.compare_base:
-        return {}, {}
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Scores of the untouched base model (``evaluation.compare_base``), for the side-by-side report;
+    reused from an earlier run when nothing that decides them changed (``evaluation.cache_base``).
+
+    The third value, ``evaluation`` in metrics.json, says what was reused and how long it took.
+    """
+    from tunesmith.eval_cache import BaseEvalCache
+
+    e = resolved.config.evaluation
+    if not e.compare_base:
+        return {}, {}, {}
     ui.step("Evaluating the base model")
+    started = time.monotonic()
+    cache = BaseEvalCache.for_run(model, tokenizer, resolved) if e.cache_base else None
     metrics, samples, _, _ = evaluate(
-        model, tokenizer, resolved, prepared, "base", ui, run_dir.path / "review"
+        model, tokenizer, resolved, prepared, "base", ui, review_dir(run_dir), cache=cache
     )
-    return metrics, samples
+    if cache is not None and cache.reused:
+        ui.note(f"base-model scores reused from the evaluation cache: {cache.describe_reused()}")
+    summary = cache.summary() if cache is not None else {"enabled": False, "reused": [], "computed": []}
+    return metrics, samples, {"base_cache": summary, "base_seconds": round(time.monotonic() - started, 2)}
 
 
 def apply_method(model: Any, resolved: Resolved, ui: Any) -> tuple[Any, tuple[int, int]]:
@@ -263,12 +352,17 @@ def train(
     tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Train with the objective; returns its metrics plus wall time, rows and throughput."""
-    from tunesmith.data import Collator
+    from tunesmith.data import Collator, packed_layout
     from tunesmith.training import make_callbacks
 
     cfg, objective = resolved.config, resolved.objective
-    rows = training_rows(resolved, prepared.tokenized["train"]) if objective.tokenized else []
-    what = f"{len(rows)} rows" if objective.tokenized else f"{len(prepared.examples['train'])} examples"
+    if cfg.data.streaming:  # read, tokenized and packed while training
+        from tunesmith.streaming import training_stream
+
+        rows, what = training_stream(resolved, tokenizer, ui.warn), "a stream of rows"
+    else:
+        rows = training_rows(resolved, prepared.tokenized["train"]) if objective.tokenized else []
+        what = f"{len(rows)} rows" if objective.tokenized else f"{len(prepared.examples['train'])} examples"
     ui.step(f"Training with objective '{objective.name}' on {what}")
     path = str(run_dir.path)
 
@@ -278,7 +372,7 @@ def train(
             tracking.log(step, logs)
 
     with ui.progress("training", None) as update:
-        callbacks = make_callbacks(
+        callbacks = make_callbacks(  # records and hooks run on the main process only
             run_dir.path,
             on_log=on_log,
             on_checkpoint=lambda ckpt, step: plugins.call(
@@ -290,10 +384,14 @@ def train(
         ctx = TrainContext(
             model=model,
             tokenizer=tokenizer,
-            training=resolved.training,
+            training=distributed_training(resolved),
             train_rows=rows,
             train_examples=prepared.examples["train"],
-            collator=Collator(tokenizer.pad_token_id, packed=cfg.data.packing),
+            collator=Collator(
+                tokenizer.pad_token_id,
+                packed=cfg.data.packing,
+                layout=packed_layout(getattr(model.config, "_attn_implementation", None)),
+            ),
             device=device,
             run_dir=run_dir.path,
             callbacks=callbacks,
@@ -315,6 +413,8 @@ def train(
         started = time.monotonic()
         metrics = dict(objective.train(ctx) or {})
         seconds = time.monotonic() - started
+    if cfg.data.streaming:  # a stream has no length to count
+        return {**metrics, "wall_seconds": round(seconds, 2)}
     tokens = sum(len(r["input_ids"]) for r in rows) or sum(
         len(t.input_ids) for t in prepared.tokenized["train"]
     )
@@ -325,16 +425,33 @@ def train(
     return metrics
 
 
-def save_final(model: Any, tokenizer: Any, resolved: Resolved, run_dir: RunDir, ui: Any) -> None:
-    """The method's artifact and the tokenizer (with its chat template) into ``final/``, atomically."""
+def save_final(
+    model: Any, tokenizer: Any, resolved: Resolved, run_dir: RunDir, ui: Any, ranks: Ranks
+) -> None:
+    """The method's artifact and the tokenizer (with its chat template) into ``final/``, atomically.
+
+    The main process writes it; the others wait until it is there. Weights sharded across processes
+    (FSDP, ZeRO-3) are first gathered by all of them, and the method saves the gathered copy.
+    """
+    from tunesmith.parallel import full_state_dict
+
     ui.step("Saving the final model")
     model.eval()
+    state = full_state_dict(model) if ranks.distributed else None
 
     def save(directory: str) -> None:
-        resolved.method.save(model, directory)
+        if state is None:
+            resolved.method.save(model, directory)
+        else:  # save_pretrained (transformers and PEFT alike) takes the weights to write
+            plain = model.save_pretrained
+            model.save_pretrained = functools.partial(plain, state_dict=state)
+            try:
+                resolved.method.save(model, directory)
+            finally:
+                del model.save_pretrained
         tokenizer.save_pretrained(directory)
 
-    run_dir.save_final(save)
+    ranks.on_main(lambda: run_dir.save_final(save))
 
 
 def write_results(

@@ -147,6 +147,40 @@ class TemplateConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """How several processes (torchrun, accelerate launch, ``tunesmith run --nproc``) share training.
+
+    One process ignores all of it. See docs/distributed.md."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = option(
+        "ddp",
+        help="ddp: a whole model per device, gradients averaged; fsdp: parameters, gradients and optimizer "
+        "state sharded across devices (FSDP2, one decoder layer per unit); deepspeed: DeepSpeed ZeRO",
+    )
+    find_unused_parameters: bool | None = option(
+        None,
+        help="DDP: look for parameters without a gradient after every step (slower); auto: only for "
+        "methods that declare they leave some unused",
+    )
+    fsdp_sharded_checkpoints: bool = option(
+        False,
+        help="FSDP checkpoints: each process writes its own shard (faster and lighter for large models) "
+        "instead of one gathered copy written by the main process; final/ is always one whole copy",
+    )
+    fsdp_offload: bool = option(
+        False, help="FSDP: keep parameters and optimizer state in CPU memory (fits larger models, slower)"
+    )
+    deepspeed: str = option(
+        "zero2",
+        help="DeepSpeed: zero2 (optimizer state and gradients sharded), zero3 (parameters too), "
+        "zero3-offload (zero3, with CPU memory), or the path of your own DeepSpeed JSON",
+    )
+    timeout_minutes: int = option(
+        30, minimum=1, help="How long a process waits for the others at a collective before giving up"
+    )
+
+
+@dataclass
 class TrainingConfig:
     epochs: float = option(3.0, exclusive_minimum=0, help="Passes over the training split")
     max_steps: int = option(-1, minimum=-1, help="Stop after this many optimizer steps (-1: use epochs)")
@@ -200,6 +234,10 @@ class EvaluationConfig:
     strip_reasoning: bool = option(
         True, help="Compare final answers: remove <think> blocks from references and generations"
     )
+    distributed: DistributedConfig = field(
+        default_factory=DistributedConfig,
+        metadata={"help": "Several processes: DDP, FSDP or DeepSpeed (see docs/distributed.md)"},
+    )
 
 
 @dataclass
@@ -245,6 +283,7 @@ class RunConfig:
 __all__ = [
     "SECTIONS",
     "DataConfig",
+    "DistributedConfig",
     "EvaluationConfig",
     "ModelConfig",
     "RunConfig",

@@ -21,10 +21,21 @@ def make_callbacks(
     on_checkpoint: Callable[[str, int], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[Any]:
-    """Trainer callbacks: JSONL log, TensorBoard, checkpoint markers, progress, plugin hooks."""
+    """Trainer callbacks: JSONL log, TensorBoard, checkpoint markers, progress, plugin hooks.
+
+    Under several processes every process gets them (the Trainer calls callbacks everywhere), but
+    only the main process writes or calls out; at each save the others wait at a barrier so the marker
+    is written only once every process has written its part (its RNG state, its FSDP shard).
+    """
     from torch.utils.tensorboard import SummaryWriter
     from transformers import TrainerCallback
     from transformers.integrations import TensorBoardCallback
+
+    from tunesmith.distributed import Ranks
+
+    ranks = Ranks.from_env()
+    if not ranks.is_main:
+        on_log = on_checkpoint = on_progress = None
 
     class RunRecorder(TrainerCallback):
         """Appends every log entry to ``train_log.jsonl`` and marks checkpoints complete."""
@@ -38,6 +49,8 @@ def make_callbacks(
                 on_progress(state.global_step, state.max_steps)
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if not ranks.is_main:
+                return
             logs = dict(logs or {})
             entry = {"step": state.global_step, "epoch": state.epoch, **logs}
             entry["elapsed_s"] = round(time.monotonic() - self.started, 3)
@@ -48,12 +61,15 @@ def make_callbacks(
 
         def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
             # The Trainer writes trainer_state.json last; the marker says "this checkpoint is whole".
+            ranks.barrier()  # every process has written its part of the checkpoint
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if (ckpt / "trainer_state.json").is_file():
+            if ranks.is_main and (ckpt / "trainer_state.json").is_file():
                 (ckpt / CHECKPOINT_MARKER).write_text("ok\n")
                 if on_checkpoint:
                     on_checkpoint(str(ckpt), state.global_step)
 
+    if not ranks.is_main:
+        return [RunRecorder()]
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     return [RunRecorder(), TensorBoardCallback(tb_writer=writer)]
 

@@ -30,6 +30,8 @@ LAYERS = {
         "tunesmith.kinds",
         "tunesmith.hookspecs",
         "tunesmith.peft_method",
+        "tunesmith.distributed",
+        "tunesmith.parallel",
         "tunesmith.testing.models",
     },
     "engine": {
@@ -67,7 +69,13 @@ LAYERS = {
         "tunesmith.testing.objectives",
         "tunesmith.testing.evaluators",
     },
-    "tools": {"tunesmith.inference", "tunesmith.evaluate_run", "tunesmith.compare", "tunesmith.starter"},
+    "tools": {
+        "tunesmith.inference",
+        "tunesmith.evaluate_run",
+        "tunesmith.compare",
+        "tunesmith.starter",
+        "tunesmith.launch",
+    },
     "face": {"tunesmith.cli", "tunesmith.invocation"},
 }
 ORDER = ["api", "engine", "kits", "tools", "face"]
