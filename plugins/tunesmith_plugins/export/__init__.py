@@ -7,10 +7,11 @@ transformers and huggingface_hub are imported inside the commands: listing plugi
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,13 @@ def register_commands(cli: Any) -> None:
         from tunesmith_plugins.export.modelfile import write_modelfile
         from tunesmith_plugins.export.to_gguf import export_gguf
 
+        try:
+            import gguf  # noqa: F401
+        except ImportError:
+            raise TunesmithError(
+                "GGUF export needs the gguf package (llama.cpp's Python library)",
+                details=['pip install "tunesmith[gguf]"'],
+            ) from None
         complete_run(run_dir)
         out = output or run_dir / "gguf" / f"{run_dir.name}-{quant}.gguf"
         console = Console(highlight=False)
@@ -98,7 +106,7 @@ def complete_run(run_dir: Path) -> None:
         raise TunesmithError(f"{run_dir} is not a complete run (status: {status})")
 
 
-@contextmanager
+@contextlib.contextmanager
 def merged_model(ctx: Any, run_dir: Path) -> Iterator[Path]:
     """The run's model merged with its base, in a temporary directory, by the CLI's ``merge`` command."""
     merge = ctx.find_root().command.get_command(ctx, "merge")
@@ -106,10 +114,11 @@ def merged_model(ctx: Any, run_dir: Path) -> Iterator[Path]:
         raise TunesmithError("this tunesmith has no merge command to fold the run into its base")
     with tempfile.TemporaryDirectory(prefix=".merged-", dir=run_dir) as tmp:
         out = Path(tmp) / "model"
-        ctx.invoke(merge, run_dir=run_dir, output=out, overwrite=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # its "written to" line names a temporary folder
+            ctx.invoke(merge, run_dir=run_dir, output=out, overwrite=False)
         yield out
 
 
-@contextmanager
+@contextlib.contextmanager
 def _as_is(folder: Path) -> Iterator[Path]:
     yield folder
