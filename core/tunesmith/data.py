@@ -20,8 +20,11 @@ and proven by ``tests/core/test_packing.py``, transformers then builds a per-sam
    ``use_cache=False`` in every packed batch and ``model(**batch)`` isolates by itself; setting
    ``model.config.use_cache = False`` or training with gradient checkpointing also works.
 4. ``config._attn_implementation`` is one transformers builds masks for: ``sdpa`` and ``eager`` (tested
-   here), ``flex_attention``; the ``flash_attention_*`` kernels read sample boundaries from
-   ``position_ids`` themselves (source reading only, no GPU here). A custom kernel gets no mask at all.
+   here), ``flex_attention``. The ``flash_attention_*`` kernels read sample boundaries from
+   ``position_ids`` only in a batch of ONE row (``_is_packed_sequence`` in
+   ``modeling_flash_attention_utils.py``); rows side by side would attend across samples. So for them
+   :class:`Collator` flattens the batch into one row with ``cu_seq_lens_*`` (``layout="flat"``, chosen by
+   :func:`packed_layout`; ``bench/packing.py --gpu`` verifies it on a GPU). A custom kernel gets no mask.
 5. No 4D mask is passed (it is used as is).
 
 HF shifts labels inside the model, so position t is trained to predict token t+1. The first token of
@@ -36,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from tunesmith.chat import ChatFormat
 from tunesmith.components import DataSource, Formatter
@@ -317,22 +320,13 @@ def pack(examples: Sequence[TokenizedExample], max_length: int) -> list[dict[str
     Each row has ``input_ids``, ``labels`` and ``position_ids`` restarting at 0 per sample; the first label
     of every sample is masked so no position learns to predict across a boundary.
     """
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
-    free = _MaxTree(len(examples))  # free space per row, to find the first row that fits in O(log n)
-    rows: list[list[int]] = []
-    for i in order:
-        size = len(examples[i].input_ids)
-        if size > max_length:
-            raise ValueError(f"{examples[i].origin}: {size} tokens do not fit max_length {max_length}")
-        row = free.first_at_least(size)
-        if row is None:
-            row = len(rows)
-            rows.append([])
-            free.set(row, max_length)
-        rows[row].append(i)
-        free.set(row, free.get(row) - size)
+    for example in examples:
+        if len(example.input_ids) > max_length:
+            raise ValueError(
+                f"{example.origin}: {len(example.input_ids)} tokens do not fit max_length {max_length}"
+            )
     packed = []
-    for members in rows:
+    for members in first_fit_decreasing([len(e.input_ids) for e in examples], max_length):
         input_ids: list[int] = []
         labels: list[int] = []
         position_ids: list[int] = []
@@ -343,6 +337,23 @@ def pack(examples: Sequence[TokenizedExample], max_length: int) -> list[dict[str
             position_ids += range(len(example.input_ids))
         packed.append({"input_ids": input_ids, "labels": labels, "position_ids": position_ids})
     return packed
+
+
+def first_fit_decreasing(sizes: Sequence[int], width: int) -> list[list[int]]:
+    """Indices of ``sizes`` grouped into bins of at most ``width``, longest first, each in the first bin
+    with room; every size must be at most ``width``."""
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    free = _MaxTree(len(sizes))  # free space per bin, to find the first bin that fits in O(log n)
+    bins: list[list[int]] = []
+    for i in order:
+        row = free.first_at_least(sizes[i])
+        if row is None:
+            row = len(bins)
+            bins.append([])
+            free.set(row, width)
+        bins[row].append(i)
+        free.set(row, free.get(row) - sizes[i])
+    return bins
 
 
 class _MaxTree:
@@ -373,25 +384,61 @@ class _MaxTree:
         return i - self.size
 
 
+#: How a packed batch is laid out for the attention kernel (see :class:`Collator`).
+Layout = Literal["narrow", "rows", "flat"]
+
+#: Kernels that read sample boundaries from ``position_ids`` of a single flattened row (varlen).
+VARLEN_KERNELS = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn")
+
+
+def packed_layout(attn_implementation: str | None) -> Layout:
+    """The cheaper layout for a kernel: one flat row for varlen (flash) kernels, narrow rows otherwise."""
+    name = attn_implementation or ""
+    return "flat" if name in VARLEN_KERNELS or name.startswith("flash_attention") else "narrow"
+
+
+def _samples(row: Mapping[str, Sequence[int]]) -> list[tuple[int, int]]:
+    """(start, end) of each sample of a packed row: a sample starts where a position is not the previous
+    one plus 1, the rule transformers applies to find them."""
+    positions = row["position_ids"]
+    starts = [i for i in range(len(positions)) if i == 0 or positions[i] != positions[i - 1] + 1]
+    return list(zip(starts, [*starts[1:], len(positions)], strict=True))
+
+
 class Collator:
     """Batches rows into tensors; see the module docstring for what packed batches rely on.
 
     Features are mappings with ``input_ids`` and ``labels`` (and ``position_ids`` when ``packed``).
-    Packed rows are padded with one extra sample of pad tokens (positions from 0, no labels) and get no
-    ``attention_mask``; unpacked rows are right-padded with an ``attention_mask``.
+    Unpacked rows are right-padded with an ``attention_mask``. Packed rows get no ``attention_mask``, and
+    their samples are laid out for the attention kernel; a step trains the same samples with the same
+    loss in every layout, only the cost differs:
 
-    A packed batch also carries ``use_cache=False``: transformers derives the per-sample masks from
-    ``position_ids`` only when no KV cache is built, so the batch itself says so and any loop or
-    objective that calls ``model(**batch)`` keeps the samples isolated without having to know.
+    - ``narrow`` (dense kernels: sdpa, eager): the batch's samples are re-packed into rows as wide as
+      its longest sample. A dense kernel computes every row's full width squared whatever the mask
+      says, so rows of ``max_length`` holding short samples cost up to ``max_length / longest`` times
+      the attention they need (measured in ``bench/packing.py``).
+    - ``rows``: the rows as given, padded to the widest (the layout before ``narrow``; kept to measure).
+    - ``flat`` (varlen kernels, flash-attention): every sample in one row with ``cu_seq_lens_*`` and
+      ``max_length_*``, which transformers hands to ``flash_attn_varlen_func``: no padding, and attention
+      within each sample only. Flash kernels see boundaries only in a batch of one row; packed rows
+      batched side by side would attend across samples there.
+
+    Padding is one more sample of pad tokens (positions from 0, no labels). A packed batch also carries
+    ``use_cache=False``: transformers derives the per-sample masks from ``position_ids`` only when no KV
+    cache is built, so the batch itself says so and any loop or objective that calls ``model(**batch)``
+    keeps the samples isolated without having to know.
     """
 
-    def __init__(self, pad_token_id: int, packed: bool) -> None:
+    def __init__(self, pad_token_id: int, packed: bool, layout: Layout = "narrow") -> None:
         self.pad_token_id = pad_token_id
         self.packed = packed
+        self.layout = layout
 
     def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, Any]:
         import torch
 
+        if self.packed and self.layout != "rows":
+            features = self._relaid(features)
         width = max(len(f["input_ids"]) for f in features)
         batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
         batch["position_ids" if self.packed else "attention_mask"] = []
@@ -407,4 +454,33 @@ class Collator:
         tensors: dict[str, Any] = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
         if self.packed:
             tensors["use_cache"] = False
+        if self.packed and self.layout == "flat":
+            tensors.update(self._varlen_kwargs(features[0]))
         return tensors
+
+    def _relaid(self, features: Sequence[Mapping[str, Sequence[int]]]) -> list[dict[str, list[int]]]:
+        """The batch's samples, re-packed one row (``flat``) or rows as wide as the longest (``narrow``)."""
+        samples = [
+            {key: list(f[key][start:end]) for key in ("input_ids", "labels", "position_ids")}
+            for f in features
+            for start, end in _samples(f)
+        ]
+        sizes = [len(s["input_ids"]) for s in samples]
+        width = sum(sizes) if self.layout == "flat" else max(sizes)
+        rows = []
+        for members in first_fit_decreasing(sizes, width):
+            row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+            for i in sorted(members):  # the batch's order within a row: a stable, readable layout
+                for key in row:
+                    row[key] += samples[i][key]
+            rows.append(row)
+        return rows
+
+    @staticmethod
+    def _varlen_kwargs(row: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+        import torch
+
+        bounds = _samples(row)
+        cu = torch.tensor([0, *(end for _, end in bounds)], dtype=torch.int32)
+        longest = max(end - start for start, end in bounds)
+        return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}

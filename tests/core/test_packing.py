@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith import Example
-from tunesmith.data import IGNORE_INDEX, Collator, TokenizedExample, pack, tokenize_example
+from tunesmith.data import (
+    IGNORE_INDEX,
+    Collator,
+    TokenizedExample,
+    pack,
+    packed_layout,
+    tokenize_example,
+)
 from tunesmith.testing.models import build_random_model, build_tokenizer
 
 
@@ -48,11 +55,41 @@ def test_collator_pads_packed_rows_with_a_separate_segment_and_no_mask() -> None
         {"input_ids": [5, 6, 7, 8], "labels": [-100, 6, -100, 8], "position_ids": [0, 1, 0, 1]},
         {"input_ids": [5, 6], "labels": [-100, 6], "position_ids": [0, 1]},
     ]
-    batch = Collator(pad_token_id=0, packed=True)(rows)
+    batch = Collator(pad_token_id=0, packed=True, layout="rows")(rows)
     assert set(batch) == {"input_ids", "labels", "position_ids", "use_cache"} and batch["use_cache"] is False
     assert batch["input_ids"][1].tolist() == [5, 6, 0, 0]
     assert batch["labels"][1].tolist() == [-100, 6, -100, -100]
     assert batch["position_ids"][1].tolist() == [0, 1, 0, 1]
+
+
+def test_narrow_layout_repacks_a_batch_as_wide_as_its_longest_sample() -> None:
+    rows = [
+        {"input_ids": [5, 6, 7, 8, 9], "labels": [-100, 6, 7, -100, 9], "position_ids": [0, 1, 2, 0, 1]},
+        {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 2]},
+    ]
+    batch = Collator(pad_token_id=0, packed=True)(rows)  # narrow is the default
+    # samples of 3, 2 and 3 tokens: first-fit-decreasing into rows of 3, the short one padded
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [1, 2, 3], [8, 9, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 1, 2], [0, 1, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [-100, 2, 3], [-100, 9, -100]]
+    assert "attention_mask" not in batch and batch["use_cache"] is False
+
+
+def test_flat_layout_puts_the_batch_in_one_row_with_varlen_boundaries() -> None:
+    rows = [
+        {"input_ids": [5, 6, 7, 8, 9], "labels": [-100, 6, 7, -100, 9], "position_ids": [0, 1, 2, 0, 1]},
+        {"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 2]},
+    ]
+    batch = Collator(pad_token_id=0, packed=True, layout="flat")(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 1, 2, 3]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2]]
+    assert batch["cu_seq_lens_q"].tolist() == batch["cu_seq_lens_k"].tolist() == [0, 3, 5, 8]
+    assert batch["max_length_q"] == batch["max_length_k"] == 3
+
+
+def test_the_layout_follows_the_attention_kernel() -> None:
+    assert packed_layout("flash_attention_2") == packed_layout("flash_attention_3") == "flat"
+    assert packed_layout("sdpa") == packed_layout("eager") == packed_layout(None) == "narrow"
 
 
 def test_collator_right_pads_unpacked_rows_with_a_mask() -> None:
@@ -92,23 +129,29 @@ def segments(position_ids: list[int]) -> list[tuple[int, int]]:
     return list(pairwise(starts))
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize(
+    ("attn", "layout"), [("sdpa", "rows"), ("eager", "rows"), ("sdpa", "narrow"), ("sdpa", "flat")]
+)
 def test_packed_samples_are_isolated(
-    attn: str, packing_tok: Any, packing_examples: list[TokenizedExample]
+    attn: str, layout: Any, packing_tok: Any, packing_examples: list[TokenizedExample]
 ) -> None:
+    """Every layout of a packed batch gives each sample the loss it has alone (``flat`` is meant for
+    varlen kernels; here it proves the layout, with sdpa's mask doing the isolating)."""
     model = build_random_model(packing_tok, attn_implementation=attn).eval()
     assert model.config._attn_implementation == attn
     rows = pack(packing_examples, max_length=80)
     assert len(rows) == 2 and len(segments(rows[0]["position_ids"])) >= 2, "need shared rows and padding"
-    batch = Collator(packing_tok.pad_token_id, packed=True)(rows)
+    batch = Collator(packing_tok.pad_token_id, packed=True, layout=layout)(rows)
     by_ids = {tuple(e.input_ids): e for e in packing_examples}
 
     with torch.no_grad():
         packed = model(**batch)  # the batch alone must isolate: it carries use_cache=False
         plain = model(input_ids=batch["input_ids"], use_cache=False)  # concatenation, positions never restart
         expected_sum, expected_count, leaked = 0.0, 0, []
-        for r, row in enumerate(rows):
-            for start, end in segments(row["position_ids"]):
+        for r, positions in enumerate(batch["position_ids"].tolist()):
+            for start, end in segments(positions):
+                if batch["labels"][r, start:end].eq(IGNORE_INDEX).all():
+                    continue  # the pad sample
                 ids = batch["input_ids"][r, start:end]
                 alone = token_losses(model(input_ids=ids[None], use_cache=False).logits[0], ids)
                 torch.testing.assert_close(

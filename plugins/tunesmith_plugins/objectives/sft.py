@@ -23,6 +23,7 @@ class Sft(Objective):
     name = "sft"
     default = True
     validates = True
+    streams = True
 
     def train(self, ctx: Any) -> dict[str, float]:
         from transformers import Trainer, TrainingArguments
