@@ -159,6 +159,81 @@ def test_other_architectures_are_refused_with_the_supported_list(tmp_path, tiny_
     assert not (tmp_path / "x.gguf").exists()
 
 
+def build_sentencepiece_style(path: Path):
+    """A Llama-2-style vocabulary: byte-fallback BPE over "▁"-prefixed text, merges listed the way
+    transformers converts a SentencePiece model (every pair that joins into a piece, by the piece's rank)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    pieces = ["▁", "a", "b", "c", "d", "bc", "ab", "▁a", "cd", "▁ab", "▁abcd"]  # "bc" outranks "ab"
+    for piece in pieces:
+        vocab[piece] = len(vocab)
+    merges = [(x, y) for joined in pieces for x in pieces for y in pieces if x + y == joined]
+    backend = Tokenizer(
+        models.BPE(vocab=vocab, merges=merges, byte_fallback=True, unk_token="<unk>", fuse_unk=True)
+    )
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer) + 3,  # padded, as real checkpoints often are
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def spm_merge(text: str, tokens: list[str], scores: list[float]) -> list[int]:
+    """llama.cpp's SentencePiece tokenizer (llm_tokenizer_spm), as its source describes it: start from
+    characters, repeatedly join the adjacent pair whose joined text is the best-scoring token (leftmost on
+    ties), then map pieces to ids, unknown pieces to their byte tokens."""
+    ids = {t: i for i, t in enumerate(tokens)}
+    symbols = list("▁" + text.replace(" ", "▁"))
+    while True:
+        best = None
+        for i in range(len(symbols) - 1):
+            joined = symbols[i] + symbols[i + 1]
+            if joined in ids and (best is None or scores[ids[joined]] > scores[ids[best[1]]]):
+                best = (i, joined)
+        if best is None:
+            break
+        symbols[best[0] : best[0] + 2] = [best[1]]
+    out = []
+    for symbol in symbols:
+        out += [ids[symbol]] if symbol in ids else [ids[f"<0x{b:02X}>"] for b in symbol.encode()]
+    return out
+
+
+def test_a_sentencepiece_style_vocabulary_merges_in_the_bpe_order(tmp_path):
+    model = tmp_path / "spm"
+    tokenizer = build_sentencepiece_style(model)
+    export_gguf(model, tmp_path / "spm.gguf", quant="f32")
+    _, fields = read_back(tmp_path / "spm.gguf")
+    tokens, scores = fields["tokenizer.ggml.tokens"], fields["tokenizer.ggml.scores"]
+    types = fields["tokenizer.ggml.token_type"]
+    assert fields["tokenizer.ggml.model"] == "llama"
+    assert len(tokens) == json.loads((model / "config.json").read_text())["vocab_size"]
+    assert tokens[-1] == f"[PAD{len(tokens) - 1}]" and types[-1] == gguf.TokenType.UNUSED
+    assert types[:3] == [gguf.TokenType.CONTROL] * 3 and types[3:259] == [gguf.TokenType.BYTE] * 256
+    assert fields["tokenizer.ggml.unknown_token_id"] == 0
+    for text in ["ab", "abc", "abcd", "abc d", "cab ab", "dcba abcd", "é ab"]:
+        assert spm_merge(text, tokens, scores) == tokenizer(text, add_special_tokens=False)["input_ids"], text
+    flat = [-1000.0] * len(tokens)  # LlamaHfVocab's scores: llama.cpp would merge left to right instead
+    assert spm_merge("abc", tokens, flat) != tokenizer("abc", add_special_tokens=False)["input_ids"]
+
+
 # ------------------------------------------------------------------------------------- Modelfile
 
 CONVERSATIONS = [

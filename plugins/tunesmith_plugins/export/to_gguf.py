@@ -18,7 +18,8 @@ package, so the few rules it applies on top are restated here, each naming the p
   ``tokenizer.ggml.pre`` names the pre-tokenizer, recognised by hashing the ids of a fixed text
   (``get_vocab_base_pre``; the hashes below are copied from it).
 - ``_set_vocab_llama_hf``: SentencePiece-style vocabularies (byte-fallback BPE, ``tokenizer.ggml.model =
-  llama``) through ``gguf.LlamaHfVocab``.
+  llama``) through ``gguf.LlamaHfVocab``, padded to ``vocab_size`` like ``_create_vocab_sentencepiece``;
+  the scores, which llama.cpp's tokenizer merges by, rank the BPE merges (see ``_sentencepiece_tokens``).
 
 Two rules are tunesmith's own, for byte-level vocabularies without merges (the built-in ``tiny`` model):
 llama.cpp refuses a ``gpt2`` vocabulary with no ``tokenizer.ggml.merges`` key and the writer cannot store
@@ -239,14 +240,14 @@ def _add_vocab(writer: Any, model_dir: Path, config: dict[str, Any], result: Ggu
     except (FileNotFoundError, TypeError):
         vocab = None
     if vocab is not None:
-        entries = list(vocab.all_tokens())
+        texts, scores, types = _sentencepiece_tokens(vocab, model_dir, config["vocab_size"])
         result.tokenizer_model, result.pre_tokenizer = "llama", "default"
         writer.add_tokenizer_model("llama")
         writer.add_tokenizer_pre("default")
-        writer.add_token_list([text for text, _, _ in entries])
-        writer.add_token_scores([score for _, score, _ in entries])
-        writer.add_token_types([kind for _, _, kind in entries])
-        special = gguf.SpecialVocab(model_dir, n_vocab=len(entries))
+        writer.add_token_list(texts)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        special = gguf.SpecialVocab(model_dir, n_vocab=len(texts))
     else:
         tokens, types = _bpe_tokens(tokenizer, config["vocab_size"])
         special = gguf.SpecialVocab(model_dir, load_merges=True)
@@ -273,6 +274,34 @@ def without_generation_markers(template: str) -> str:
     """transformers' ``{% generation %}`` markers only tag assistant tokens for training masks; they render
     nothing, and llama.cpp's template engine does not know them."""
     return GENERATION_MARKER.sub("", template)
+
+
+def _sentencepiece_tokens(
+    vocab: Any, model_dir: Path, vocab_size: int
+) -> tuple[list[bytes], list[float], list[Any]]:
+    """``gguf.LlamaHfVocab``'s tokens and types, with scores that rank the BPE merges, padded to ``vocab_size``.
+
+    llama.cpp's SentencePiece tokenizer merges the adjacent pair whose joined token scores highest;
+    ``LlamaHfVocab`` gives every token -1000, which leaves the order of merges to chance. A token made by
+    merge ``r`` (in tokenizer.json's order) scores ``-r``, so llama.cpp merges in the BPE's own order.
+    """
+    import gguf
+
+    merges = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"].get("merges", [])
+    rank: dict[bytes, int] = {}
+    for r, merge in enumerate(merges):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault((left + right).encode("utf-8"), r)
+    texts, scores, types = [], [], []
+    for text, score, kind in vocab.all_tokens():
+        texts.append(text)
+        scores.append(float(-rank[text]) if text in rank else score)
+        types.append(kind)
+    for i in range(len(texts), vocab_size):  # llama.cpp's _create_vocab_sentencepiece pads the same way
+        texts.append(f"[PAD{i}]".encode())
+        scores.append(-1000.0)
+        types.append(gguf.TokenType.UNUSED)
+    return texts, scores, types
 
 
 def _bpe_tokens(tokenizer: Any, vocab_size: int) -> tuple[list[str], list[Any]]:
