@@ -8,6 +8,7 @@ unreachable: the run must complete, the good trackers must hold exactly what the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,10 +72,14 @@ def tracked(tmp_path_factory, tiny_model_dir):
         {"name": "mlflow", "tracking_uri": "http://127.0.0.1:9", "experiment": "down"},
     ]
     config = config_for(root, tiny_model_dir, tracking)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the server is down: fail at once
-        mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    environment = dict(os.environ)  # the trackers set TRACKIO_DIR and MLFLOW_ALLOW_FILE_STORE
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # the server is down: fail at once
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
+    try:
         result = invoke("run", str(config))
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
     run_dir = root / "runs" / "tracked"
     return {
         "root": root,
@@ -214,3 +219,50 @@ def test_listing_plugins_imports_no_tracker_library():
     assert done.returncode == 0, done.stderr
     [modules] = [line for line in done.stdout.splitlines() if line.startswith("MODULES")]
     assert modules == "MODULES"
+
+
+def test_a_tracker_that_raises_mid_run_is_closed_and_dropped_while_the_others_go_on(tmp_path):
+    from tunesmith import Tracker
+    from tunesmith.tracking import Tracking
+
+    class Recording(Tracker):
+        name = "recording"
+
+        def __init__(self, fail_at: int | None = None) -> None:
+            super().__init__()
+            self.fail_at, self.calls = fail_at, []
+
+        def start(self, config, run_dir, run_name):
+            self.calls.append(("start", run_name))
+            return f"recording {run_name}"
+
+        def log(self, step, metrics):
+            if step == self.fail_at:
+                raise ConnectionError("server went away")
+            self.calls.append(("log", step))
+
+        def finish(self, metrics, run_dir):
+            self.calls.append(("finish", self.final_metrics(metrics)))
+
+        def abort(self, error):
+            self.calls.append(("abort", error))
+
+    failing, steady, warnings = Recording(fail_at=2), Recording(), []
+    tracking = Tracking([failing, steady], warnings.append)
+    assert tracking.start({}, tmp_path, "r") == ["recording r", "recording r"]
+    for step in (1, 2, 3):
+        tracking.log(step, {"loss": 1.0 / step})
+    tracking.finish({"tuned": {"test": {"acc/acc": 0.5}}, "base": {}}, tmp_path)
+    assert failing.calls[:2] == [("start", "r"), ("log", 1)] and failing.calls[2][0] == "abort"
+    assert len(failing.calls) == 3  # not called again after it failed
+    assert steady.calls == [
+        ("start", "r"),
+        ("log", 1),
+        ("log", 2),
+        ("log", 3),
+        ("finish", {"tuned/test/acc/acc": 0.5}),
+    ]
+    assert tracking.errors == warnings
+    assert tracking.errors == [
+        "tracker 'recording' failed in log (ConnectionError: server went away); it is off for the rest of the run"
+    ]
