@@ -108,7 +108,12 @@ def complete_run(run_dir: Path) -> None:
 
 @contextlib.contextmanager
 def merged_model(ctx: Any, run_dir: Path) -> Iterator[Path]:
-    """The run's model merged with its base, in a temporary directory, by the CLI's ``merge`` command."""
+    """The run's model merged with its base, in a temporary directory, by the CLI's ``merge`` command;
+    ``final/`` itself when it already holds a whole model (full fine-tuning, freeze)."""
+    final = run_dir / "final"
+    if (final / "config.json").is_file() and not (final / "adapter_config.json").is_file():
+        yield final
+        return
     merge = ctx.find_root().command.get_command(ctx, "merge")
     if merge is None:
         raise TunesmithError("this tunesmith has no merge command to fold the run into its base")
