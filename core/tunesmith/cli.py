@@ -469,6 +469,11 @@ def _print_mixed_sources(stats: dict[str, Any]) -> None:
     show_default=True,
     help="Processes on this machine, one per GPU (on CPU they share the cores); starts torchrun for you.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what would be launched (command, distributed settings, DeepSpeed JSON) as JSON; train nothing.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -485,8 +490,8 @@ def run(
     On several devices (the main process alone prints and writes the run directory):
       tunesmith run CONFIG --nproc 4                      4 GPUs of this machine
       torchrun --nproc-per-node 4 -m tunesmith.cli run CONFIG      the same, by hand
-      torchrun --nnodes 2 --node-rank R --rdzv-endpoint HOST:29500 \\
-               --rdzv-backend c10d --nproc-per-node 8 -m tunesmith.cli run CONFIG
+      torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
+               --rdzv-endpoint HOST:29500 -m tunesmith.cli run CONFIG     on each of 2 machines
       accelerate launch --num_processes 4 -m tunesmith.cli run CONFIG
     DDP by default; FSDP or DeepSpeed with training.distributed.strategy. See docs/distributed.md.
     """

@@ -200,14 +200,15 @@ def check_device(resolved: Resolved, device: Device, ranks: Ranks | None = None)
             f"training.precision: fp16 needs a CUDA GPU; this machine trains on {device.type}",
             details=["use precision: auto (fp32 here, bf16 on a GPU that has it) or fp32"],
         )
-    method = resolved.method
-    parallel.check(
-        resolved.config.training.distributed,
-        device_type=device.type,
-        world_size=(ranks or Ranks()).world_size,
-        method=method.name,
-        quantization_config=method.model_load_kwargs(device.type).get("quantization_config"),
-    )
+    world_size, method = (ranks or Ranks()).world_size, resolved.method
+    if world_size > 1:
+        parallel.check(
+            resolved.config.training.distributed,
+            device_type=device.type,
+            world_size=world_size,
+            method=method.name,
+            quantization_config=method.model_load_kwargs(device.type).get("quantization_config"),
+        )
 
 
 def distributed_training(resolved: Resolved) -> TrainingConfig:

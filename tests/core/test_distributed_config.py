@@ -152,3 +152,32 @@ def test_find_unused_parameters_is_on_only_when_asked_or_declared(run_config):
         del type(resolved.method).ddp_find_unused_parameters
     asked = load_config(run_config(), ["training.distributed.find_unused_parameters=true"], plugins)
     assert distributed_training(asked).distributed.find_unused_parameters is True
+
+
+def test_fsdp_without_gpus_is_refused_rather_than_quietly_run_as_ddp():
+    # accelerate enables FSDP only for GPU process groups; on CPU the Trainer would train with DDP.
+    with pytest.raises(TunesmithError, match="FSDP trains on GPUs"):
+        check(DistributedConfig(strategy="fsdp"), device_type="cpu", world_size=2, method="lora")
+    check(DistributedConfig(strategy="fsdp"), device_type="cpu", world_size=1, method="lora")
+
+
+def test_dry_run_prints_what_would_be_launched(run_config, tmp_path):
+    import torch
+    from click.testing import CliRunner
+
+    from tunesmith.cli import cli
+    from tunesmith.plugins import Plugins
+
+    config = run_config()
+    args = ["run", str(config), "--nproc", "2", "--dry-run", "--set", "training.distributed.strategy=fsdp"]
+    result = CliRunner().invoke(cli, args, obj=Plugins(), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output[result.output.index("{") :])
+    assert plan["command"][2:5] == ["torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    assert plan["command"][-3:] == ["run", str(config), "--set=training.distributed.strategy=fsdp"]
+    fsdp = plan["training_arguments"]["fsdp_config"]
+    assert fsdp["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]  # read from the model's config
+    assert plan["training_arguments"]["ddp_find_unused_parameters"] is False
+    if not torch.cuda.is_available():
+        assert "FSDP trains on GPUs" in plan["refused_here"][0]
+    assert not (tmp_path / "runs").exists()  # nothing ran
