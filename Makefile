@@ -48,7 +48,7 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python bench/train_loop.py
+	$(BIN)/python bench/run.py $(if $(filter-out 0,$(BENCH_QUICK)),--quick)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

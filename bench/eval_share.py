@@ -1,0 +1,83 @@
+"""Evaluation against training on the demo (``examples/dates/demo.yaml``): the phases' own times, read
+from the run's ``metrics.json`` (``train.wall_seconds``, ``evaluation.base_seconds`` and
+``tuned_seconds``).
+
+The demo runs twice through ``tunesmith run`` with a temporary ``TUNESMITH_CACHE``: first cold (the base
+model is evaluated), then again unchanged (its base-model scores may be reused). Training is shortened
+to ``EVAL_BENCH_STEPS`` optimizer steps (default 300; 40 with ``--quick``; ``0`` = the demo's full
+length, ~1,500 steps, many minutes on 2 cores). Evaluation does not depend on the number of steps, so
+the share at the demo's full length is also given, projected from the measured seconds per step.
+
+    .venv/bin/python bench/run.py eval [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from paired import child_usage
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "dates" / "demo.yaml"
+TUNESMITH = str(Path(sys.executable).parent / "tunesmith")
+
+
+def run(quick: bool) -> dict[str, Any]:
+    import yaml
+
+    steps = int(os.environ.get("EVAL_BENCH_STEPS", "40" if quick else "300"))
+    demo = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    results: dict[str, Any] = {"steps": steps or "demo"}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TUNESMITH_")}
+        env["TUNESMITH_CACHE"] = str(Path(tmp) / "cache")
+        command = [TUNESMITH, "run", str(DEMO), "--overwrite", f"--set=output_dir={tmp}/runs/{{name}}"]
+        if steps:
+            command.append(f"--set=training.max_steps={steps}")
+        for name in ("first", "again"):
+            done = child_usage(command, env=env, cwd=str(ROOT), timeout=3600)
+            if done["returncode"] not in (0, 3):  # 3: complete, a gate failed
+                raise RuntimeError(f"the demo failed: {done['stdout'][-2000:]}{done['stderr'][-2000:]}")
+            metrics = json.loads((Path(tmp) / "runs" / demo["name"] / "metrics.json").read_text())
+            train = metrics["train"]["wall_seconds"]
+            evaluation = metrics.get("evaluation", {})
+            base, tuned = evaluation.get("base_seconds", 0.0), evaluation.get("tuned_seconds", 0.0)
+            rows = metrics["train"]["rows"]
+            demo_steps = demo["training"]["epochs"] * math.ceil(rows / demo["training"]["batch_size"])
+            ran = steps or demo_steps
+            projected = train / ran * demo_steps
+            results[name] = {
+                "process_seconds": round(done["wall"], 1),
+                "train_seconds": train,
+                "base_eval_seconds": base,
+                "tuned_eval_seconds": tuned,
+                "base_cache": evaluation.get("base_cache"),
+                "eval_over_train": round((base + tuned) / train, 3),
+                "demo_steps": demo_steps,
+                "projected_demo_train_seconds": round(projected, 1),
+                "eval_over_train_projected_to_demo": round((base + tuned) / projected, 3),
+            }
+            print(
+                f"  {name}: train {train:.1f} s ({ran} steps), evaluation base {base:.1f} s + tuned {tuned:.1f} s"
+            )
+    return results
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, dict[str, float], str]]:
+    out = []
+    for name, label in (("first", "first run"), ("again", "second run")):
+        r = result[name]
+        for key, what, target in (
+            ("eval_over_train", f"{result['steps']} steps", "(info)"),
+            ("eval_over_train_projected_to_demo", f"projected to {r['demo_steps']} steps", "<= 0.15"),
+        ):
+            v = r[key]
+            out.append((f"eval: demo {label}, evaluation / training ({what})", {"median": v, "min": v, "max": v},
+                        target))  # fmt: skip
+    return out
