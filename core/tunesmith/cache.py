@@ -23,7 +23,10 @@ from typing import Any
 #: The file written last into an entry: without it, the entry is not used.
 COMPLETE = "COMPLETE"
 #: Cache subfolders and what they hold (``tunesmith cache info`` shows them in this order).
-KINDS = {"data": "prepared data splits (formatted, tokenized, packed)"}
+KINDS = {
+    "data": "prepared data splits (formatted, tokenized, packed)",
+    "eval": "base-model evaluation results",
+}
 
 
 def root() -> Path:

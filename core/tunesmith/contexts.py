@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tunesmith.errors import TunesmithError
 from tunesmith.examples import Example
@@ -18,6 +18,8 @@ from tunesmith.hf import declared_stop_ids, is_sequence_classifier
 from tunesmith.schema import TrainingConfig
 
 OnBatch = Callable[[int], None]
+T = TypeVar("T")
+R = TypeVar("R")
 
 # ------------------------------------------------------------------------------------------ training
 
@@ -197,6 +199,19 @@ class EvalExample:
     rejected: str | None = None
 
 
+class EvalMemo:
+    """What :meth:`EvalContext.generate` and :meth:`EvalContext.score` computed for one model state.
+
+    The engine gives one memo to every evaluator of a pass (one model, before or after training), so
+    evaluators that ask for the same greedy generations (exact-match, BLEU, ROUGE, accuracy on the same
+    prompts) or the same log-probabilities share one forward pass. Sampled generations are never kept.
+    """
+
+    def __init__(self) -> None:
+        self.generations: dict[str, dict[str, str]] = {}  # generation options -> prompt -> text
+        self.scores: dict[tuple[str, str], tuple[float, int]] = {}  # (prompt, completion) -> score
+
+
 class EvalContext:
     """What an evaluator receives: the model, the tokenizer, the examples and batched helpers.
 
@@ -208,6 +223,14 @@ class EvalContext:
     ``stop_token_ids`` are the ids that end generation (EOS, the model's declared EOS ids and the chat
     template's end-of-turn marker); ``final_answer`` maps a generation to the answer that
     reference-based metrics compare (reasoning removed), or is ``None`` to compare it whole.
+    ``base_metrics`` (tuned pass only) are this evaluator's metrics on the same split from the base
+    model's pass, fresh or reused from the evaluation cache, without the evaluator's name; ``None``
+    when there was no base pass.
+
+    Under ``torch.distributed`` (a run started by ``torchrun``) every process runs every evaluator:
+    :meth:`generate` and :meth:`score` split their batches across the processes and return the
+    gathered results, the same on every process. ``rank``, ``world_size`` and ``is_main`` say which
+    process this is; only the main one should write files.
     """
 
     def __init__(
@@ -225,6 +248,8 @@ class EvalContext:
         output_dir: Path | None = None,
         stop_token_ids: list[int] | None = None,
         final_answer: Callable[[str], str] | None = None,
+        base_metrics: dict[str, float] | None = None,
+        memo: EvalMemo | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -242,6 +267,14 @@ class EvalContext:
             stop_token_ids = declared_stop_ids(model, tokenizer)
         self.stop_token_ids = stop_token_ids
         self.final_answer = final_answer
+        self.base_metrics = base_metrics
+        self.memo = memo if memo is not None else EvalMemo()
+        self.rank, self.world_size = rank_and_world_size()
+
+    @property
+    def is_main(self) -> bool:
+        """True in the one process that writes files (always, outside ``torch.distributed``)."""
+        return self.rank == 0
 
     # ------------------------------------------------------------------------------------ helpers
 
@@ -279,42 +312,44 @@ class EvalContext:
         """Complete each prompt; return only the new text, special tokens removed.
 
         Greedy unless ``kwargs`` say otherwise (they go to ``model.generate``); stops at any of
-        ``stop_token_ids``. Prompts are used as given (``add_special_tokens=False``): a chat-rendered prompt already
+        ``stop_token_ids``, and a batch stops as soon as each of its rows has. Prompts are used as given (``add_special_tokens=False``): a chat-rendered prompt already
         carries its BOS. Batches are left-padded so every row's new tokens start at the same column.
+        Greedy generations are remembered for the pass: asking again for a prompt with the same
+        options (from this evaluator or another) costs nothing.
         """
-        import torch
-
         self._need_causal_lm("generate")
-        tok = self.tokenizer
-        pad_id = _pad_id(tok)
         options: dict[str, Any] = dict(
             max_new_tokens=max_new_tokens if max_new_tokens is not None else self.max_new_tokens,
             do_sample=False,
             use_cache=True,
             eos_token_id=self.stop_token_ids,
-            pad_token_id=pad_id,
+            pad_token_id=_pad_id(self.tokenizer),
         )
         options.update(kwargs)
-        results: list[str] = [""] * len(prompts)
+        key = _options_key(options)
+        if key is None:  # sampling, or options that cannot be compared: compute every time
+            return self._spread(prompts, len, lambda batch: self._generate_batch(batch, options))
+        known = self.memo.generations.setdefault(key, {})
+        todo = [p for p in dict.fromkeys(prompts) if p not in known]
+        if todo:
+            texts = self._spread(todo, len, lambda batch: self._generate_batch(batch, options))
+            known.update(zip(todo, texts, strict=True))
+        return [known[p] for p in prompts]
+
+    def _generate_batch(self, prompts: list[str], options: dict[str, Any]) -> list[str]:
+        import torch
+
+        tok = self.tokenizer
         saved_side = tok.padding_side
         tok.padding_side = "left"
         try:
             with _eval_mode(self.model), torch.inference_mode():
-                for idx in _batches(prompts, self.batch_size, key=len):
-                    batch = [prompts[i] for i in idx]
-                    enc = tok(batch, add_special_tokens=False, padding=True, return_tensors="pt")
-                    enc = {
-                        k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")
-                    }
-                    out = self.model.generate(**enc, **options)
-                    new_tokens = out[:, enc["input_ids"].shape[1] :]
-                    texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
-                    for i, text in zip(idx, texts, strict=True):
-                        results[i] = text
-                    self._progress(len(idx))
+                enc = tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+                enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+                out = self.model.generate(**enc, **options)
         finally:
             tok.padding_side = saved_side
-        return results
+        return list(tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
 
     def score(self, prompts: list[str], completions: list[str]) -> list[tuple[float, int]]:
         """For each pair, the summed log-probability of the completion's tokens given the prompt, and
@@ -324,43 +359,68 @@ class EvalContext:
         training), not on its own. Its tokens are those after the longest common prefix of the tokens of
         ``prompt`` alone and of ``prompt + completion``: a token that merges across the boundary counts as
         completion. A token with nothing before it (an empty prompt) cannot be predicted and is not
-        counted.
+        counted. Scores are remembered for the pass, like generations.
         """
-        import torch
-
         if len(prompts) != len(completions):
             raise ValueError(f"score: {len(prompts)} prompts but {len(completions)} completions")
         self._need_causal_lm("score")
-        tok = self.tokenizer
-        rows = [_split_tokens(tok, p, c) for p, c in zip(prompts, completions, strict=True)]
-        results: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
-        pad_id = _pad_id(tok)
+        pairs = list(zip(prompts, completions, strict=True))
+        known = self.memo.scores
+        todo = [pair for pair in dict.fromkeys(pairs) if pair not in known]
+        if todo:
+            rows = [_split_tokens(self.tokenizer, p, c) for p, c in todo]
+            known.update(zip(todo, self._spread(rows, lambda r: len(r[0]), self._score_batch), strict=True))
+        return [known[pair] for pair in pairs]
+
+    def _score_batch(self, rows: list[tuple[list[int], int]]) -> list[tuple[float, int]]:
+        import torch
+
+        pad_id = _pad_id(self.tokenizer)
+        results: list[tuple[float, int]] = []
         with _eval_mode(self.model), torch.inference_mode():
-            for idx in _batches(rows, self.batch_size, key=lambda r: len(r[0])):
-                # Right padding: real tokens keep positions 0..n-1, so no position ids are needed.
-                width = max(len(rows[i][0]) for i in idx)
-                ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    tokens = rows[i][0]
-                    ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-                    mask[row, : len(tokens)] = 1
-                logits = self.model(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False
-                ).logits
-                for row, i in enumerate(idx):
-                    tokens, start = rows[i]
-                    start = max(start, 1)
-                    if start >= len(tokens):
-                        results[i] = (0.0, 0)
-                        continue
-                    # Logits at position t predict token t + 1.
-                    logprobs = torch.log_softmax(logits[row, start - 1 : len(tokens) - 1].float(), dim=-1)
-                    target = torch.tensor(tokens[start:], device=logprobs.device).unsqueeze(-1)
-                    total = logprobs.gather(-1, target).sum().item()
-                    results[i] = (float(total), len(tokens) - start)
-                self._progress(len(idx))
+            # Right padding: real tokens keep positions 0..n-1, so no position ids are needed.
+            width = max(len(tokens) for tokens, _ in rows)
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for row, (tokens, _) in enumerate(rows):
+                ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+                mask[row, : len(tokens)] = 1
+            logits = self.model(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), use_cache=False
+            ).logits
+            for row, (tokens, start) in enumerate(rows):
+                start = max(start, 1)
+                if start >= len(tokens):
+                    results.append((0.0, 0))
+                    continue
+                # Logits at position t predict token t + 1.
+                logprobs = torch.log_softmax(logits[row, start - 1 : len(tokens) - 1].float(), dim=-1)
+                target = torch.tensor(tokens[start:], device=logprobs.device).unsqueeze(-1)
+                results.append((float(logprobs.gather(-1, target).sum().item()), len(tokens) - start))
         return results
+
+    def _spread(
+        self, items: Sequence[T], key: Callable[[T], int], run: Callable[[list[T]], list[R]]
+    ) -> list[R]:
+        """``run`` over ``items`` in batches of similar length; under ``torch.distributed`` each process
+        runs every ``world_size``-th batch and all get every result.
+
+        The batches are those one process would run, so each result is computed exactly as it would be
+        there: the metrics do not depend on the number of processes.
+        """
+        batches = _batches(items, self.batch_size, key)
+        mine = batches[self.rank :: self.world_size]
+        found: dict[int, R] = {}
+        for idx in mine:
+            found.update(zip(idx, run([items[i] for i in idx]), strict=True))
+            self._progress(len(idx))
+        if self.world_size > 1:
+            rounds = -(-len(batches) // self.world_size)
+            if len(mine) < rounds and batches and _in_lockstep(self.model):
+                run([items[i] for i in batches[-1]])  # sharded weights: every process joins each forward
+            found = _gather(found, self.world_size)
+            self._progress(len(items) - sum(len(idx) for idx in mine))
+        return [found[i] for i in range(len(items))]
 
     def _need_causal_lm(self, what: str) -> None:
         if is_sequence_classifier(self.model):
@@ -391,6 +451,51 @@ def _pad_id(tokenizer: Any) -> int:
     """The pad token id, falling back to EOS (padded positions are masked, so any id will do)."""
     pad = tokenizer.pad_token_id
     return pad if pad is not None else tokenizer.eos_token_id
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """(rank, world size) under an initialised ``torch.distributed``; (0, 1) otherwise.
+
+    torch is not imported for this: a process that never imported it cannot be distributed.
+    """
+    import sys
+
+    torch = sys.modules.get("torch")
+    dist = getattr(torch, "distributed", None)
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _gather(found: dict[int, Any], world_size: int) -> dict[int, Any]:
+    """Every process's results, merged; the same on every process."""
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world_size
+    dist.all_gather_object(parts, found)
+    merged: dict[int, Any] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def _in_lockstep(model: Any) -> bool:
+    """Whether the model's weights are sharded across processes (FSDP, DeepSpeed ZeRO-3): then every
+    process must run each forward pass together."""
+    from transformers.distributed.fsdp import is_fsdp_managed_module
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return bool(is_deepspeed_zero3_enabled() or is_fsdp_managed_module(model))
+
+
+def _options_key(options: dict[str, Any]) -> str | None:
+    """The generation options as a memo key; ``None`` for sampling or options without a stable text."""
+    if options.get("do_sample") or options.get("num_return_sequences", 1) != 1:
+        return None
+    plain = (str, int, float, bool, type(None), list, tuple)
+    if not all(isinstance(v, plain) for v in options.values()):
+        return None
+    return repr(sorted(options.items()))
 
 
 def _batches(items: Sequence[Any], size: int, key: Callable[[Any], int]) -> list[list[int]]:
@@ -425,4 +530,4 @@ class _eval_mode:
         self.model.train(self.was_training)
 
 
-__all__ = ["Device", "EvalContext", "EvalExample", "OnBatch", "TrainContext"]
+__all__ = ["Device", "EvalContext", "EvalExample", "EvalMemo", "OnBatch", "TrainContext"]

@@ -6,16 +6,20 @@ What an evaluator sees (:class:`tunesmith.EvalContext`) is part of the plugin co
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunesmith.components import Evaluator
 from tunesmith.config import Resolved
-from tunesmith.contexts import EvalContext, EvalExample, OnBatch
+from tunesmith.contexts import EvalContext, EvalExample, EvalMemo, OnBatch
 from tunesmith.examples import Example
 from tunesmith.prepare import PreparedData, chat_format
+
+if TYPE_CHECKING:
+    from tunesmith.eval_cache import BaseEvalCache
 
 
 def to_eval_examples(
@@ -91,13 +95,18 @@ def run_evaluators(
     output_dir: Path | None = None,
     stop_token_ids: list[int] | None = None,
     final_answer: Callable[[str], str] | None = None,
+    base: dict[str, float] | None = None,
+    memo: EvalMemo | None = None,
 ) -> EvalResult:
     """Run each evaluator on its own context. An evaluator's exception propagates: the caller decides.
 
     ``output_dir`` becomes ``ctx.output_dir``: where evaluators that write files (``human-review``) put
-    them; ``None`` means they write nothing.
+    them; ``None`` means they write nothing. ``base`` holds the base pass's metrics on this split
+    (keyed ``"<evaluator>/<metric>"``): each evaluator gets its own as ``ctx.base_metrics``. One
+    ``memo`` is shared by the evaluators, so the same generations and scores are computed once.
     """
     result = EvalResult()
+    memo = memo if memo is not None else EvalMemo()
     for evaluator in evaluators:
         ctx = EvalContext(
             model,
@@ -111,6 +120,8 @@ def run_evaluators(
             output_dir=output_dir,
             stop_token_ids=stop_token_ids,
             final_answer=final_answer,
+            base_metrics=_own_metrics(base, evaluator.name),
+            memo=memo,
         )
         metrics = evaluator.evaluate(ctx)
         for metric, value in metrics.items():
@@ -119,6 +130,15 @@ def run_evaluators(
             result.samples[evaluator.name] = ctx.samples
         result.gates += [{"evaluator": evaluator.name, "split": split, **gate} for gate in ctx.gates]
     return result
+
+
+def _own_metrics(metrics: dict[str, float] | None, evaluator: str) -> dict[str, float] | None:
+    """``evaluator``'s entries of ``"<evaluator>/<metric>"`` metrics, by metric name (``None`` if none)."""
+    if metrics is None:
+        return None
+    prefix = f"{evaluator}/"
+    own = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
+    return own or None
 
 
 def evaluation_splits(resolved: Resolved, prepared: PreparedData) -> list[str]:
@@ -136,11 +156,17 @@ def evaluate(
     label: str,
     ui: Any,
     output_dir: Path | None = None,
+    *,
+    base: dict[str, dict[str, float]] | None = None,
+    cache: BaseEvalCache | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any], list[str], list[dict[str, Any]]]:
     """Score ``model`` with every evaluator on every evaluation split.
 
     Returns (metrics per split, samples per split, errors, gates). An evaluator that raises is reported
-    and skipped: a broken third-party metric must not throw away a finished training run.
+    and skipped: a broken third-party metric must not throw away a finished training run. ``base`` is
+    the base pass's metrics per split (handed to each evaluator on the tuned pass); ``cache``, on the
+    base pass, supplies results computed by an earlier run and keeps the new ones. Every evaluator of
+    the pass shares one memo of generations and scores.
     """
     e = resolved.config.evaluation
     chat = chat_format(resolved, tokenizer)
@@ -149,43 +175,81 @@ def evaluate(
     samples: dict[str, Any] = {}
     errors: list[str] = []
     gates: list[dict[str, Any]] = []
+    memo = EvalMemo()
     for split in evaluation_splits(resolved, prepared):
         examples = prepared.examples[split][: e.max_examples or None]
         eval_examples = to_eval_examples(examples, tokenizer, chat)
         metrics[split], samples[split] = {}, {}
         for evaluator in resolved.evaluators:
-            with ui.progress(f"{label}: {evaluator.name} on {split}", None) as update:
-                done = [0]
-
-                def on_batch(n: int, done: list[int] = done, update: Any = update) -> None:
-                    done[0] += n
-                    update(done[0])
-
-                try:
-                    result = run_evaluators(
-                        model,
-                        tokenizer,
-                        [evaluator],
-                        eval_examples,
-                        split=split,
-                        label=label,
-                        batch_size=e.batch_size,
-                        max_new_tokens=e.max_new_tokens,
-                        output_dir=output_dir,
-                        on_batch=on_batch,
-                        stop_token_ids=stop,
-                        final_answer=chat.final_answer if e.strip_reasoning else None,
-                    )
-                except Exception as exc:  # noqa: BLE001 - see docstring
-                    errors.append(
-                        f"evaluator '{evaluator.name}' failed on {split} ({label}): {type(exc).__name__}: {exc}"
-                    )
-                    ui.warn(errors[-1])
+            key = cache.key(evaluator, split, eval_examples) if cache is not None else None
+            stored = cache.load(key, evaluator.name, split) if cache is not None else None
+            if stored is not None:
+                result = EvalResult(stored["metrics"], stored.get("samples", {}), stored.get("gates", []))
+            else:
+                result_or_error = _run_one(
+                    model,
+                    tokenizer,
+                    evaluator,
+                    eval_examples,
+                    split,
+                    label,
+                    ui,
+                    output_dir,
+                    memo,
+                    stop_token_ids=stop,
+                    final_answer=chat.final_answer if e.strip_reasoning else None,
+                    base=(base or {}).get(split),
+                    batch_size=e.batch_size,
+                    max_new_tokens=e.max_new_tokens,
+                )
+                if isinstance(result_or_error, str):
+                    errors.append(result_or_error)
+                    ui.warn(result_or_error)
                     continue
+                result = result_or_error
+                if cache is not None:
+                    cache.store(key, evaluator.name, split, dataclasses.asdict(result))
             metrics[split].update(result.metrics)
             samples[split].update(result.samples)
             gates += result.gates
     return metrics, samples, errors, gates
+
+
+def _run_one(
+    model: Any,
+    tokenizer: Any,
+    evaluator: Evaluator,
+    examples: list[EvalExample],
+    split: str,
+    label: str,
+    ui: Any,
+    output_dir: Path | None,
+    memo: EvalMemo,
+    **settings: Any,
+) -> EvalResult | str:
+    """One evaluator on one split, with a progress bar; its error message if it raised."""
+    with ui.progress(f"{label}: {evaluator.name} on {split}", None) as update:
+        done = [0]
+
+        def on_batch(n: int) -> None:
+            done[0] += n
+            update(done[0])
+
+        try:
+            return run_evaluators(
+                model,
+                tokenizer,
+                [evaluator],
+                examples,
+                split=split,
+                label=label,
+                output_dir=output_dir,
+                on_batch=on_batch,
+                memo=memo,
+                **settings,
+            )
+        except Exception as exc:  # noqa: BLE001 - see evaluate()
+            return f"evaluator '{evaluator.name}' failed on {split} ({label}): {type(exc).__name__}: {exc}"
 
 
 __all__ = ["EvalResult", "evaluate", "evaluation_splits", "run_evaluators", "to_eval_examples"]

@@ -83,6 +83,8 @@ class Forgetting(Evaluator):
             self._base = ppl
         else:
             base, self._base = self._base, None  # a base value serves one tuned pass only
+            if base is None:  # the base pass was reused from the evaluation cache
+                base = (getattr(ctx, "base_metrics", None) or {}).get("perplexity")
             if base is not None:
                 change = ppl / base - 1.0
                 metrics["relative_change"] = change

@@ -37,6 +37,7 @@ class HumanReview(Evaluator):
     """
 
     name = "human-review"
+    cache_base = False  # the base pass saves the answers the tuned pass pairs with
 
     @dataclass
     class Config:
@@ -47,16 +48,18 @@ class HumanReview(Evaluator):
     def evaluate(self, ctx: EvalContext) -> Mapping[str, float]:
         cfg = self.config
         out = getattr(ctx, "output_dir", None)
-        if out is None:
+        if out is None and getattr(ctx, "world_size", 1) == 1:
             return {}
-        out = Path(out)
         examples = [ex for ex in ctx.examples if ex.prompt]
         if cfg.max_items is not None:
             examples = examples[: max(cfg.max_items, 0)]
         if not examples:
             raise TunesmithError("human-review: no evaluation examples have a prompt to answer")
         prompts = [ex.prompt for ex in examples]
-        answers = ctx.generate(prompts, max_new_tokens=cfg.max_new_tokens)
+        answers = ctx.generate(prompts, max_new_tokens=cfg.max_new_tokens)  # on every process
+        if out is None or not getattr(ctx, "is_main", True):
+            return {"items": len(examples)}  # another process writes the sheet
+        out = Path(out)
         base_file = out / f"base-{_safe(ctx.split)}.json"
         if ctx.label == "base":
             _write(base_file, json.dumps({"split": ctx.split, "prompts": prompts, "answers": answers}))

@@ -213,7 +213,9 @@ class Safety(Evaluator):
             self._base = dict(metrics)
         else:
             base, self._base = self._base, None  # a base pass serves one tuned pass only
-            if base is not None:
+            if base is None:  # the base pass was reused from the evaluation cache
+                base = getattr(ctx, "base_metrics", None)
+            if base is not None and "refusal_rate" in base:
                 passed, detail = gate(base, metrics, cfg.max_regression, items)
                 ctx.gate(self.name, passed, detail, fail_run=cfg.action == "fail")
         self._passes[ctx.label] = (ctx.split, metrics)
