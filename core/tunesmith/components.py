@@ -171,6 +171,10 @@ class Objective(Component):
     #: to its trainer as ``eval_dataset``: the run then measures the validation loss while training
     #: (``training.eval_steps``) and can stop early. Objectives without a validation loss leave it False.
     validates: ClassVar[bool] = False
+    #: True when ``ctx.train_rows`` may be a stream that the objective hands to its trainer as is: a
+    #: ``datasets.IterableDataset`` of rows with no length (``data.streaming``; ``training.max_steps`` is
+    #: then set). ``data.streaming`` is refused for objectives that leave it False.
+    streams: ClassVar[bool] = False
 
     def check_method(self, method: Method) -> str | None:
         """Why this objective cannot train with ``method`` (None when it can). Checked at config time."""

@@ -50,6 +50,14 @@ class DataConfig:
     )
     max_length: int = option(1024, minimum=8, help="Maximum tokens per example (and per packed row)")
     packing: bool = option(True, help="Pack several examples per row, with no attention across them")
+    streaming: bool = option(
+        False,
+        help="Read the training split while training (corpora larger than memory): tokenized and packed "
+        "a buffer at a time; needs training.max_steps; only the first 1000 records are checked beforehand",
+    )
+    stream_buffer: int = option(
+        1000, minimum=1, help="Examples packed and shuffled together when streaming (memory holds one buffer)"
+    )
     train_on_prompt: bool = option(False, help="Also train on prompt/user tokens (default: completion only)")
     truncate: bool = option(False, help="Truncate over-long examples (counted) instead of rejecting them")
     on_invalid: Literal["error", "drop"] = option(
