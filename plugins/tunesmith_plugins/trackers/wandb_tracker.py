@@ -61,8 +61,10 @@ class Wandb(Tracker):
             reinit="create_new",  # this run's own object: several runs in one process stay apart
             settings=wandb.Settings(console="off", silent=True),
         )
-        where = self.run.url or self.run.dir
-        return f"W&B: run {self.run.id} ({self.run.settings.mode}) at {where}"
+        if self.run.offline:
+            where = Path(self.run.dir).parent  # the offline-run-* directory that wandb sync uploads
+            return f"W&B: run {self.run.id} (offline) in {where}; upload it with wandb sync"
+        return f"W&B: run {self.run.id} at {self.run.url or self.run.dir}"
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         self.run.log(dict(metrics), step=step)
