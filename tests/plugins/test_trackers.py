@@ -182,8 +182,8 @@ def test_trackio_local_store_holds_the_metrics(tracked):
     assert config["run_dir"] == str(tracked["run_dir"].resolve()) and config["method"]["name"] == "lora"
 
 
-def test_an_unknown_tracker_gets_a_did_you_mean(tmp_path, tiny_model_dir):
-    config = config_for(tmp_path, tiny_model_dir, [{"name": "mlfow", "experiment": "x"}])
+def test_an_unknown_tracker_gets_a_did_you_mean(run_config):
+    config = run_config(tracking=[{"name": "mlfow", "experiment": "x"}])
     result = invoke("run", str(config))
     assert result.exit_code == 2, result.output
     assert "tracking[0]: unknown tracker 'mlfow' (did you mean 'mlflow'?)" in result.output
@@ -191,11 +191,9 @@ def test_an_unknown_tracker_gets_a_did_you_mean(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
-def test_a_missing_library_is_a_config_error_naming_the_install(
-    tmp_path, tiny_model_dir, monkeypatch, library
-):
+def test_a_missing_library_is_a_config_error_naming_the_install(run_config, monkeypatch, library):
     monkeypatch.setitem(sys.modules, library, None)  # what Python does for a module that is not installed
-    config = config_for(tmp_path, tiny_model_dir, [{"name": library}])
+    config = run_config(tracking=[{"name": library}])
     result = invoke("run", str(config))
     assert result.exit_code == 2, result.output
     assert f"pip install 'tunesmith[{library}]'" in " ".join(result.output.split())
