@@ -62,9 +62,11 @@ class TrainContext:
       when the config leaves it unset). Pass :meth:`training_kwargs` to ``TrainingArguments`` or a TRL
       config rather than reading it field by field.
     - ``train_rows``: tokenized, masked (and, with ``data.packing``, packed) rows ``{"input_ids",
-      "labels"}`` for objectives with ``tokenized = True``; empty otherwise.
+      "labels"}`` for objectives with ``tokenized = True``; empty otherwise. In a run they are a
+      memory-mapped ``datasets.Dataset``: pass them to a trainer as they are, do not copy them to a list.
     - ``train_examples``: the formatted :class:`tunesmith.Example` objects, for objectives that
-      tokenize themselves (``tokenized = False``: TRL's DPO, KTO, GRPO trainers).
+      tokenize themselves (``tokenized = False``: TRL's DPO, KTO, GRPO trainers): a sequence, read
+      from disk as it is iterated.
     - ``collator``: turns a list of ``train_rows`` into a batch (per-example attention when packed).
     - ``device``: where training runs (decides precision defaults).
     - ``run_dir``: the run directory; checkpoints go to ``checkpoint_dir`` inside it.
@@ -82,14 +84,14 @@ class TrainContext:
     tokenizer: Any
     training: TrainingConfig
     train_rows: list[dict[str, Any]] = field(default_factory=list)
-    train_examples: list[Example] = field(default_factory=list)
+    train_examples: Sequence[Example] = field(default_factory=list)
     collator: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
     device: Device = field(default_factory=lambda: Device("cpu"))
     run_dir: Path = Path(".")
     callbacks: list[Any] = field(default_factory=list)
     resume_from: str | None = None
     eval_rows: list[dict[str, Any]] = field(default_factory=list)
-    eval_examples: list[Example] = field(default_factory=list)
+    eval_examples: Sequence[Example] = field(default_factory=list)
 
     @property
     def validating(self) -> bool:

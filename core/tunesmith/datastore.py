@@ -87,7 +87,8 @@ class _Rows(Sequence[Any]):
     def __init__(self, dataset: Any) -> None:
         assert dataset._indices is None, "flatten the dataset first"
         self.dataset = dataset
-        self._start, self._batch = -1, []  # the last decoded batch, for reading in order
+        self._start = -1
+        self._batch: list[Any] = []  # the last decoded batch, for reading in order
 
     def _decode(self, row: dict[str, Any]) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -209,7 +210,7 @@ class Tokenize:
                     truncate=self.truncate,
                     chat=chat,
                 )
-                rows = [(t, None, None) for t in done]
+                rows: list[tuple[TokenizedExample, str | None, str | None]] = [(t, None, None) for t in done]
             except InvalidRecord as e:
                 rows = [(TokenizedExample([], [], example.origin), e.message, e.field)]
             for t, problem, field in rows:
@@ -278,6 +279,7 @@ def tokenize_dataset(
         tokenize,
         batched=True,
         batch_size=256,
+        writer_batch_size=256,  # rows held as Python lists before they are written
         remove_columns=examples.column_names,
         features=tokenized_features(),
         num_proc=procs if procs > 1 and len(examples) >= 2 * procs else None,
@@ -363,7 +365,8 @@ def pack_dataset(tokenized: Any, max_length: int, path: Path) -> Any:
     features = Features({name: List(Value("int32")) for name in ("input_ids", "labels", "position_ids")})
     samples = members.iter(batch_size=BATCH)
     pending: list[tuple[list[int], list[int]]] = []
-    with ArrowWriter(features=features, path=str(path), writer_batch_size=BATCH) as writer:
+    # A packed row holds up to max_length tokens three times over: write a few rows at a time.
+    with ArrowWriter(features=features, path=str(path), writer_batch_size=16) as writer:
         for row in plan:
             input_ids: list[int] = []
             labels: list[int] = []

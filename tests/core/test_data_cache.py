@@ -31,7 +31,9 @@ def make(tmp_path, tiny_model_dir, cache_root):
     in ``changes`` go into the data section, ``template`` replaces that section."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    write_jsonl(data_dir / "train.jsonl", upper_task(40, seed=1) + [{"instruction": "Long.", "output": "x" * 300}])
+    write_jsonl(
+        data_dir / "train.jsonl", upper_task(40, seed=1) + [{"instruction": "Long.", "output": "x" * 300}]
+    )
     write_jsonl(data_dir / "test.jsonl", upper_task(6, seed=2))
 
     def build(**changes: Any) -> tuple[Any, Any, Any]:
@@ -198,3 +200,46 @@ def test_cache_info_and_clear(make, cache_root):
     assert make()[0].cache == "stored"
     assert runner.invoke(cli, ["cache", "clear", "--all"], catch_exceptions=False).exit_code == 0
     assert not cache_root.exists()
+
+
+WORKER = Path(__file__).with_name("prepare_worker.py")
+
+
+def prepare_on_two_processes(config: Path, out: Path, cache: Path) -> list[dict[str, Any]]:
+    import os
+    import subprocess
+    import sys
+
+    out.mkdir()
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "TUNESMITH_CACHE": str(cache),
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*command, str(WORKER), str(config), str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text(encoding="utf-8")) for r in range(2)]
+
+
+@pytest.mark.slow
+def test_under_torchrun_the_main_process_prepares_and_the_other_reads_its_entry(run_config, tmp_path):
+    import yaml
+
+    config = run_config(data__cache=False)  # several processes share the entry even so
+    first, second = prepare_on_two_processes(config, tmp_path / "out", tmp_path / "cache")
+    assert (first["cache"], second["cache"]) == ("stored", "hit")
+    assert first["rows"] == second["rows"] and first["rows"]
+
+    # A bad record is reported by every process (no process waits for the other).
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": 3}\n', encoding="utf-8")
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["data"]["train"]["path"] = str(bad)
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    first, second = prepare_on_two_processes(config, tmp_path / "bad", tmp_path / "cache")
+    assert f"{bad}:2" in " ".join(first["details"])
+    assert "error" in second
