@@ -15,6 +15,8 @@ Layouts (``tunesmith.data.Collator``):
 - ``packed-narrow``: the same packed batches, each re-packed as wide as its longest sample (the default
   for dense kernels).
 - ``packed-flat`` (``--gpu`` only): the same batches as one row for flash-attention's varlen kernel.
+  (On the GPU ``packed-rows`` is timed as the reference only: a flash kernel given several packed rows
+  lets their samples attend to each other.) ``--gpu`` also checks that the flat layout isolates samples.
 
     .venv/bin/python bench/packing.py [--quick] [--threads 1] [--json out.json]
     .venv/bin/python bench/packing.py --gpu        # on a CUDA machine with flash-attn installed

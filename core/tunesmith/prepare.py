@@ -150,6 +150,10 @@ def read_data(resolved: Resolved) -> PreparedData:
     evaluating a finished run, which needs no tokenized rows."""
     from tunesmith.datastore import ExampleList
 
+    if resolved.config.data.streaming:  # a streamed training split is never read whole
+        from tunesmith.streaming import with_training_head
+
+        resolved = with_training_head(resolved)
     work = Path(tempfile.mkdtemp(prefix="tunesmith-read-"))
     try:
         read = _read_splits(resolved, work)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import random
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -55,6 +56,12 @@ def check_streaming(resolved: Resolved, streaming_objectives: list[str]) -> None
                 "or set data.streaming: false",
             ],
         )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by torchrun and accelerate launch
+        raise TunesmithError(
+            "data.streaming: true trains in one process: several processes would each need their own "
+            "share of the stream, which it does not split yet",
+            details=["run it in one process, or set data.streaming: false (prepared data is shared)"],
+        )
     if isinstance(resolved.sources.get("train"), Mixture):
         raise TunesmithError(
             "data.streaming: true reads one training source; a training split mixed from several is "
@@ -68,6 +75,12 @@ def training_head(resolved: Resolved, plugins: Plugins) -> Resolved:
     records: what is prepared (checked, hashed, measured) before training; the whole split streams later."""
     objectives = plugins.components["objective"].items()
     check_streaming(resolved, [name for name, cls in objectives if getattr(cls, "streams", False)])
+    return with_training_head(resolved)
+
+
+def with_training_head(resolved: Resolved) -> Resolved:
+    """``resolved`` whose training source yields only its first :data:`HEAD` records (a streamed split is
+    never read whole outside training: ``tunesmith eval`` of a finished run reads this too)."""
     source = resolved.sources["train"]
     head = copy.copy(source)
     head.read = lambda: islice(source.read(), HEAD)  # type: ignore[method-assign]

@@ -16,7 +16,7 @@ from tunesmith.config import resolve
 from tunesmith.data import IGNORE_INDEX
 from tunesmith.errors import TunesmithError
 from tunesmith.plugins import Plugins
-from tunesmith.prepare import prepare, training_rows
+from tunesmith.prepare import prepare, read_data, training_rows
 from tunesmith.streaming import RowStream
 from tunesmith.ui import Quiet
 
@@ -98,7 +98,7 @@ def test_one_pass_of_the_stream_holds_the_prepared_rows(tmp_path, tiny_model_dir
     assert Counter(samples) == Counter((ids, labels[1:]) for ids, labels in map(rows_key, reference))
 
 
-def test_streaming_refuses_no_max_steps_and_objectives_that_cannot_stream(tmp_path, tiny_model_dir) -> None:
+def test_streaming_refuses_what_a_stream_cannot_do(tmp_path, tiny_model_dir, monkeypatch) -> None:
     plugins = Plugins()
     train = write_jsonl(tmp_path / "train.jsonl", records(8))
     endless = config(tmp_path, tiny_model_dir, train)
@@ -110,14 +110,20 @@ def test_streaming_refuses_no_max_steps_and_objectives_that_cannot_stream(tmp_pa
     with pytest.raises(TunesmithError, match="cannot train on a stream") as caught:
         prepare(resolve(dpo, plugins), Quiet(), plugins)
     assert "objectives that can: sft" in "\n".join(caught.value.details)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun
+    with pytest.raises(TunesmithError, match="trains in one process"):
+        prepare(resolve(config(tmp_path, tiny_model_dir, train), plugins), Quiet(), plugins)
 
 
 def test_only_the_head_is_prepared_before_training(tmp_path, tiny_model_dir, monkeypatch) -> None:
     monkeypatch.setattr(streaming, "HEAD", 10)
     plugins = Plugins()
     train = write_jsonl(tmp_path / "train.jsonl", records(30))
-    prepared, _ = prepare(resolve(config(tmp_path, tiny_model_dir, train), plugins), Quiet(), plugins)
+    resolved = resolve(config(tmp_path, tiny_model_dir, train), plugins)
+    prepared, _ = prepare(resolved, Quiet(), plugins)
     assert len(prepared.examples["train"]) == 10
+    assert len(read_data(resolved).examples["train"]) == 10  # what tunesmith eval reads: no more either
+    assert sum(1 for _ in resolved.sources["train"].read()) == 30
 
 
 @pytest.mark.parametrize("on_invalid", ["error", "drop"])
