@@ -67,7 +67,7 @@ def tracked(tmp_path_factory, tiny_model_dir):
             "experiment": "dates",
             "tags": {"team": "x"},
         },
-        {"name": "wandb", "project": "p", "mode": "offline", "tags": ["tiny"]},
+        {"name": "wandb", "project": "p", "mode": "offline", "tags": ["tiny"], "artifacts": "all"},
         {"name": "trackio", "project": "p", "dir": str(root / "trackio")},
         {"name": "mlflow", "tracking_uri": "http://127.0.0.1:9", "experiment": "down"},
     ]
@@ -161,6 +161,10 @@ def test_wandb_offline_run_files_hold_the_metrics(tracked):
     assert summary["config"]["training"]["max_steps"] == 6
     final = held_out(tracked["metrics"])
     assert {k: summary["summary"][k] for k in final} == pytest.approx(final)
+    [artifact] = [r["artifact"] for r in records if r["type"] == "artifact"]
+    paths = {entry["path"] for entry in artifact["manifest"]["contents"]}
+    assert artifact["type"] == "tunesmith-run" and {"metrics.json", "final/adapter_config.json"} <= paths
+    assert not any(path.startswith("wandb/") for path in paths)  # W&B's own files stay out
 
 
 @pytest.mark.slow

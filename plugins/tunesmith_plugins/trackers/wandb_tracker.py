@@ -76,11 +76,13 @@ class Wandb(Tracker):
         if self.config.artifacts != "none":
             name = re.sub(r"[^A-Za-z0-9._-]", "-", f"run-{self.run.name or self.run.id}")
             artifact = wandb.Artifact(name, type="tunesmith-run", metadata={"run_dir": str(run_dir)})
+            own = Path(self.run.dir).parent.parent  # W&B's own files, still being written: not part of it
             if self.config.artifacts == "all":
-                artifact.add_dir(str(run_dir))
+                files = [p for p in sorted(run_dir.rglob("*")) if p.is_file() and own not in p.parents]
             else:
-                for path in result_files(run_dir):
-                    artifact.add_file(str(path))
+                files = result_files(run_dir)
+            for path in files:
+                artifact.add_file(str(path), name=str(path.relative_to(run_dir)))
             self.run.log_artifact(artifact)
         self.run.finish(exit_code=0)
 
