@@ -65,15 +65,18 @@ class Ranks:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def start(self, device_type: str) -> None:
-        """Join the process group (gloo on CPU, NCCL on GPUs, one device per local rank)."""
+    def start(self, device_type: str, timeout_minutes: int = 30) -> None:
+        """Join the process group (gloo on CPU, NCCL on GPUs, one device per local rank). The Trainer
+        keeps this group, so its timeout is the run's (``training.distributed.timeout_minutes``)."""
         if not self.distributed:
             return
+        from datetime import timedelta
+
         import torch.distributed as dist
         from accelerate import PartialState
 
         if not dist.is_initialized():
-            PartialState(cpu=device_type == "cpu")
+            PartialState(cpu=device_type == "cpu", timeout=timedelta(minutes=timeout_minutes))
 
     def barrier(self) -> None:
         if self.distributed:

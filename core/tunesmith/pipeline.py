@@ -56,7 +56,7 @@ def run(
     ranks = Ranks.from_env()
     ui = (ui or Quiet()) if ranks.is_main else Quiet()
     device = Device.detect()
-    ranks.start(device.type)
+    ranks.start(device.type, resolved.config.training.distributed.timeout_minutes)
     for warning in resolved.warnings:
         ui.warn(warning)
     prepared, tokenizer = prepare(resolved, ui, plugins)  # main process first, the others read its cache

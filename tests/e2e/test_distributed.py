@@ -130,6 +130,16 @@ def test_one_console_and_one_run_directory(lora_runs):
         assert {"CHECKPOINT_COMPLETE", "rng_state_0.pth", "rng_state_1.pth"} <= files
 
 
+def test_an_existing_run_directory_is_reported_once_and_every_process_exits_2(lora_runs):
+    runs, _ = lora_runs
+    again = two_processes(str(runs.parent / "run.yaml"), "--set=name=two")
+    assert again.returncode == 2, again.stdout + again.stderr
+    both = again.stdout + again.stderr
+    assert both.count("already exists") == 1, both
+    assert "Traceback" not in both
+    assert json.loads((runs / "two" / "run.json").read_text())["status"] == "complete"  # untouched
+
+
 def test_resume_under_two_processes_is_bit_identical(lora_runs, tmp_path):
     import torch
 
