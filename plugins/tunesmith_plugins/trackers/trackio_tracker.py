@@ -80,14 +80,24 @@ class Trackio(Tracker):
 
     def finish(self, metrics: Mapping[str, Any], run_dir: Path) -> None:
         final = self.final_metrics(metrics)
-        with contextlib.redirect_stdout(io.StringIO()):
-            if final:
-                self.run.log(final, step=self.last_step)
-            self.run.finish()
+        if final:
+            self.run.log(final, step=self.last_step)
+        self._close()
 
     def abort(self, error: str) -> None:
         if getattr(self, "run", None) is not None:
-            with contextlib.redirect_stdout(io.StringIO()):
+            self._close()
+
+    def _close(self) -> None:
+        """Finish the run (flushing its logs); trackio.finish() when it is trackio's current run, so
+        trackio does not finish it a second time when the process exits."""
+        import trackio
+        from trackio import context_vars
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            if context_vars.current_run.get() is self.run:
+                trackio.finish()
+            else:
                 self.run.finish()
 
 
