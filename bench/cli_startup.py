@@ -80,6 +80,9 @@ def run(quick: bool) -> dict[str, Any]:
 
 def rows(result: dict[str, Any]) -> list[tuple[str, dict[str, float], str]]:
     """(measure, ratio spread, target) for the summary table."""
-    out = [(f"cli: {name} / import floor", r, "<= 1.5") for name, r in result["vs_floor"].items()]
+    out = [
+        (f"cli: {name} / import floor", r, "(earlier code)" if name.startswith("before:") else "<= 1.5")
+        for name, r in result["vs_floor"].items()
+    ]
     out.append(("cli: trl sft --help / run --help", result["trl_sft_help_vs_run_help"], "(info)"))
     return out

@@ -169,7 +169,10 @@ def cached_listing(build: Callable[[], Listing]) -> Listing:
     if os.environ.get("TUNESMITH_STRICT_PLUGINS") == "1":
         return build()
     key = _key()
-    path = cache_root() / "registry" / f"{_digest(key)}.json"
+    try:
+        path = cache_root() / "registry" / f"{_digest(key)}.json"
+    except RuntimeError:  # no home folder to put it in: only speed is lost
+        return build()
     installed = _installed()
     stored = _read(path)
     try:
