@@ -314,8 +314,9 @@ class EvalContext:
         """Complete each prompt; return only the new text, special tokens removed.
 
         Greedy unless ``kwargs`` say otherwise (they go to ``model.generate``); stops at any of
-        ``stop_token_ids``, and a batch stops as soon as each of its rows has. Prompts are used as given (``add_special_tokens=False``): a chat-rendered prompt already
-        carries its BOS. Batches are left-padded so every row's new tokens start at the same column.
+        ``stop_token_ids``, and a batch stops as soon as each of its rows has. Prompts are used as
+        given (``add_special_tokens=False``): a chat-rendered prompt already carries its BOS. Batches
+        are left-padded so every row's new tokens start at the same column.
         Greedy generations are remembered for the pass: asking again for a prompt with the same
         options (from this evaluator or another) costs nothing.
         """

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import upper_task, write_jsonl
 
 from tunesmith import EvalContext, Example
 from tunesmith.config import resolve
@@ -25,8 +26,6 @@ from tunesmith_plugins.evaluators.bleu import Bleu
 from tunesmith_plugins.evaluators.exact_match import ExactMatch
 from tunesmith_plugins.evaluators.perplexity import Perplexity
 from tunesmith_plugins.evaluators.rouge import Rouge
-
-from conftest import upper_task, write_jsonl
 
 
 @pytest.fixture(autouse=True)
@@ -308,7 +307,9 @@ def test_a_second_run_reuses_the_base_scores_and_says_so(tmp_path, run_config):
 
 @pytest.mark.slow
 def test_cache_base_false_always_evaluates_the_base_model(tmp_path, run_config):
-    (first, second), _ = run_twice(tmp_path, run_config, evaluation={"max_new_tokens": 4, "cache_base": False})
+    (first, second), _ = run_twice(
+        tmp_path, run_config, evaluation={"max_new_tokens": 4, "cache_base": False}
+    )
     assert second["evaluation"]["base_cache"] == {"enabled": False, "reused": [], "computed": []}
     assert second["base"] == first["base"]
 
