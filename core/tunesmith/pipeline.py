@@ -235,7 +235,9 @@ def open_run_dir(
     """The run directory and the checkpoint to resume from. The main process creates (or checks and
     locks) it; the others learn its path and checkpoint once it is ready, or fail with its error."""
     opened = ranks.on_main(
-        lambda: _open_run_dir(resolved, prepared, tokenizer, overwrite=overwrite, resume=resume)
+        lambda: _open_run_dir(
+            resolved, prepared, tokenizer, ranks.world_size, overwrite=overwrite, resume=resume
+        )
     )
     if ranks.is_main:
         assert opened is not None
@@ -246,7 +248,13 @@ def open_run_dir(
 
 
 def _open_run_dir(
-    resolved: Resolved, prepared: PreparedData, tokenizer: Any, *, overwrite: bool, resume: Path | None
+    resolved: Resolved,
+    prepared: PreparedData,
+    tokenizer: Any,
+    processes: int,
+    *,
+    overwrite: bool,
+    resume: Path | None,
 ) -> tuple[RunDir, str | None]:
     """A new run directory with the config and manifest, or the run to resume and its last checkpoint."""
     from tunesmith.manifest import build_manifest, hash_examples, hash_tokenizer
@@ -259,6 +267,7 @@ def _open_run_dir(
         model=str(cfg.model.path),
     )
     manifest["thinking"] = thinking_used(resolved, tokenizer, prepared)
+    manifest["processes"] = processes  # the global batch is per process: a resume must match it
     config_dict = resolved.to_dict()
     if resume is not None:
         return _check_resume(Path(resume), config_dict, manifest)
@@ -502,6 +511,11 @@ def _resumable_checkpoint(run: RunDir, path: Path, config: dict[str, Any], manif
                 f"data split '{split}' changed (hash {str(old['data'].get(split))[:12]} → "
                 f"{str(manifest['data'].get(split))[:12]})"
             )
+    if old.get("processes", 1) != manifest["processes"]:
+        differences.append(
+            f"it trained on {old.get('processes', 1)} process(es), this run has {manifest['processes']}: "
+            "the global batch is per process (resume with the same --nproc or launcher settings)"
+        )
     if old["tokenizer"] != manifest["tokenizer"]:
         differences.append("the tokenizer changed")
     if differences:

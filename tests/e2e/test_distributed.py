@@ -151,6 +151,12 @@ def test_resume_under_two_processes_is_bit_identical(lora_runs, tmp_path):
     state = json.loads((copy / "run.json").read_text())
     (copy / "run.json").write_text(json.dumps({**state, "status": "failed"}))  # stopped after step 3
 
+    assert json.loads((copy / "manifest.json").read_text())["processes"] == 2
+    one = subprocess.run(
+        [sys.executable, "-m", "tunesmith.cli", "run", f"--resume={copy}"], capture_output=True, text=True
+    )
+    assert one.returncode == 2 and "it trained on 2 process(es), this run has 1" in one.stderr, one.stderr
+
     resumed = two_processes(f"--resume={copy}")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert resumed.stdout.count("run complete:") == 1
