@@ -14,7 +14,8 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, overload
 
@@ -354,34 +355,65 @@ def packing_plan(lengths: Sequence[int], max_length: int) -> list[list[int]]:
 
 
 def pack_dataset(tokenized: Any, max_length: int, path: Path) -> Any:
-    """Packed training rows (``input_ids``, ``labels``, ``position_ids``) written to Arrow, batch by batch."""
+    """Packed training rows (``input_ids``, ``labels``, ``position_ids``) written to Arrow, a few at a time.
+
+    A row gathers samples from anywhere in the split, so the tokenized files are read through
+    :func:`mapped`, which hands the pages read back after each batch of rows: memory holds one batch,
+    not the split.
+    """
     import pyarrow.compute as pc
     from datasets import Features, List, Value
     from datasets.arrow_writer import ArrowWriter
 
     lengths = pc.list_value_length(tokenized.data.column("input_ids")).to_numpy(zero_copy_only=False)
     plan = packing_plan(lengths.tolist(), max_length)
-    members = tokenized.select_columns(["input_ids", "labels"]).select([i for row in plan for i in row])
     features = Features({name: List(Value("int32")) for name in ("input_ids", "labels", "position_ids")})
-    samples = members.iter(batch_size=BATCH)
-    pending: list[tuple[list[int], list[int]]] = []
     # A packed row holds up to max_length tokens three times over: write a few rows at a time.
-    with ArrowWriter(features=features, path=str(path), writer_batch_size=16) as writer:
-        for row in plan:
-            input_ids: list[int] = []
-            labels: list[int] = []
-            position_ids: list[int] = []
-            for _ in row:
-                if not pending:
-                    batch = next(samples)
-                    pending = list(zip(batch["input_ids"], batch["labels"], strict=True))[::-1]
-                ids, labs = pending.pop()
-                input_ids += ids
-                labels += [IGNORE_INDEX, *labs[1:]]
-                position_ids += range(len(ids))
-            writer.write({"input_ids": input_ids, "labels": labels, "position_ids": position_ids})
+    with (
+        mapped(files_of(tokenized)) as (table, release),
+        ArrowWriter(features=features, path=str(path), writer_batch_size=16) as writer,
+    ):
+        assert table.num_rows == len(lengths), "pack a dataset whose files hold exactly its rows"
+        # One sample at a time: ``take`` on a chunked column would first copy the whole column.
+        ids_column, labels_column = table.column("input_ids"), table.column("labels")
+        for start in range(0, len(plan), 64):
+            for row in plan[start : start + 64]:
+                input_ids: list[int] = []
+                labels: list[int] = []
+                position_ids: list[int] = []
+                for i in row:
+                    ids = ids_column[i].as_py()
+                    input_ids += ids
+                    labels += [IGNORE_INDEX, *labels_column[i].as_py()[1:]]
+                    position_ids += range(len(ids))
+                writer.write({"input_ids": input_ids, "labels": labels, "position_ids": position_ids})
+            release()
         writer.finalize()
     return open_files([path])
+
+
+@contextmanager
+def mapped(files: Sequence[str]) -> Iterator[tuple[Any, Callable[[], None]]]:
+    """The Arrow stream files as one table over memory maps, and a function that hands the pages read so
+    far back to the kernel (``madvise(MADV_DONTNEED)``): they stay in the page cache, out of the process."""
+    import mmap
+
+    import pyarrow as pa
+
+    maps = []
+    for name in files:
+        with open(name, "rb") as f:
+            maps.append(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    table = pa.concat_tables([pa.ipc.open_stream(pa.py_buffer(m)).read_all() for m in maps])
+
+    def release() -> None:
+        for m in maps:
+            m.madvise(mmap.MADV_DONTNEED)
+
+    try:
+        yield table, release
+    finally:
+        release()
 
 
 def unpacked_rows(tokenized: Any) -> Any:

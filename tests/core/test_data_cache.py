@@ -243,3 +243,11 @@ def test_under_torchrun_the_main_process_prepares_and_the_other_reads_its_entry(
     first, second = prepare_on_two_processes(config, tmp_path / "bad", tmp_path / "cache")
     assert f"{bad}:2" in " ".join(first["details"])
     assert "error" in second
+
+
+def test_tokenizing_in_two_processes_gives_the_same_rows_and_the_same_entry(make, cache_root):
+    one, _, resolved = make(cache=False, num_proc=1)
+    two, _, _ = make(cache=False, num_proc=2)
+    assert snapshot(two, resolved) == snapshot(one, resolved)
+    make(num_proc=2)
+    assert make(num_proc=1)[0].cache == "hit"  # num_proc changes how, not what: same key
