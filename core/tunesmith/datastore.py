@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from tunesmith.chat import ChatFormat, ChatPolicy
-from tunesmith.data import IGNORE_INDEX, TokenizedExample, TokenStats, _MaxTree, tokenize_example
+from tunesmith.data import IGNORE_INDEX, TokenizedExample, TokenStats, first_fit_decreasing, tokenize_example
 from tunesmith.examples import Example, InvalidRecord, RecordProblem
 
 _FIELDS = [f.name for f in dataclasses.fields(Example)]
@@ -337,23 +337,6 @@ def token_stats(tokenized: Any) -> tuple[TokenStats, list[dict[str, int]]]:
 # ----------------------------------------------------------------------------------------- packing
 
 
-def packing_plan(lengths: Sequence[int], max_length: int) -> list[list[int]]:
-    """Members of each packed row: first-fit-decreasing, as :func:`tunesmith.data.pack` packs."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    free = _MaxTree(len(lengths))
-    rows: list[list[int]] = []
-    for i in order:
-        size = int(lengths[i])
-        row = free.first_at_least(size)
-        if row is None:
-            row = len(rows)
-            rows.append([])
-            free.set(row, max_length)
-        rows[row].append(i)
-        free.set(row, free.get(row) - size)
-    return rows
-
-
 def pack_dataset(tokenized: Any, max_length: int, path: Path) -> Any:
     """Packed training rows (``input_ids``, ``labels``, ``position_ids``) written to Arrow, a few at a time.
 
@@ -366,7 +349,7 @@ def pack_dataset(tokenized: Any, max_length: int, path: Path) -> Any:
     from datasets.arrow_writer import ArrowWriter
 
     lengths = pc.list_value_length(tokenized.data.column("input_ids")).to_numpy(zero_copy_only=False)
-    plan = packing_plan(lengths.tolist(), max_length)
+    plan = first_fit_decreasing(lengths.tolist(), max_length)  # as tunesmith.data.pack packs
     features = Features({name: List(Value("int32")) for name in ("input_ids", "labels", "position_ids")})
     # A packed row holds up to max_length tokens three times over: write a few rows at a time.
     with (
