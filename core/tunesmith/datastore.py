@@ -90,13 +90,19 @@ class _Rows(Sequence[Any]):
         self.dataset = dataset
         self._start = -1
         self._batch: list[Any] = []  # the last decoded batch, for reading in order
+        self._table: Any = None
 
     def _decode(self, row: dict[str, Any]) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def _rows(self, start: int, stop: int) -> list[Any]:
-        table = self.dataset.data.slice(start, stop - start).to_pylist()
-        return [self._decode(row) for row in table]
+        if self._table is None:  # read through maps of our own (see map_files); in memory if none
+            files = files_of(self.dataset)
+            self._table, self._release = map_files(files) if files else (self.dataset.data, lambda: None)
+            assert self._table.num_rows == len(self), "a dataset whose files hold exactly its rows"
+        rows = self._table.slice(start, stop - start).to_pylist()
+        self._release()
+        return [self._decode(row) for row in rows]
 
     def __len__(self) -> int:
         return self.dataset.num_rows
@@ -375,10 +381,10 @@ def pack_dataset(tokenized: Any, max_length: int, path: Path) -> Any:
     return open_files([path])
 
 
-@contextmanager
-def mapped(files: Sequence[str]) -> Iterator[tuple[Any, Callable[[], None]]]:
-    """The Arrow stream files as one table over memory maps, and a function that hands the pages read so
-    far back to the kernel (``madvise(MADV_DONTNEED)``): they stay in the page cache, out of the process."""
+def map_files(files: Sequence[str]) -> tuple[Any, Callable[[], None]]:
+    """The Arrow stream files as one table over memory maps of our own, and a function that hands the
+    pages read so far back to the kernel (``madvise(MADV_DONTNEED)``): they stay in the page cache, out
+    of the process, so reading a split once does not leave it all counted in the process's memory."""
     import mmap
 
     import pyarrow as pa
@@ -393,6 +399,13 @@ def mapped(files: Sequence[str]) -> Iterator[tuple[Any, Callable[[], None]]]:
         for m in maps:
             m.madvise(mmap.MADV_DONTNEED)
 
+    return table, release
+
+
+@contextmanager
+def mapped(files: Sequence[str]) -> Iterator[tuple[Any, Callable[[], None]]]:
+    """:func:`map_files`, released at the end."""
+    table, release = map_files(files)
     try:
         yield table, release
     finally:
