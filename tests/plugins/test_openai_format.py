@@ -307,3 +307,41 @@ def test_openai_validation_errors_name_line_and_field(run_config, tmp_path) -> N
 def test_the_valid_tool_chat_line_is_valid() -> None:
     first = json.loads((BAD / "openai_errors.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert fmt(ChatFormatter(), first).tools
+
+
+# ------------------------------------------------------------------------------ the shipped examples
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from tunesmith.cli import cli
+    from tunesmith.plugins import Plugins
+
+    return CliRunner().invoke(cli, list(args), obj=Plugins(), catch_exceptions=False)
+
+
+@pytest.mark.parametrize("config", ["sft.yaml", "dpo.yaml"])
+def test_the_openai_examples_pass_data_check(config, monkeypatch) -> None:
+    monkeypatch.chdir(EXAMPLES.parents[1])
+    result = _cli("data", "check", f"examples/openai/{config}")
+    assert result.exit_code == 0, result.output
+    assert "data OK" in result.output
+
+
+def test_the_example_files_are_what_make_data_writes(tmp_path) -> None:
+    import runpy
+
+    runpy.run_path(str(EXAMPLES / "make_data.py"))["main"](tmp_path)
+    for path in sorted(tmp_path.glob("*.jsonl")):
+        assert path.read_bytes() == (EXAMPLES / path.name).read_bytes(), path.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["sft.yaml", "dpo.yaml"])
+def test_the_openai_examples_run(config, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(EXAMPLES.parents[1])
+    args = ["--set", "training.max_steps=2", "--set", f"output_dir={tmp_path}/{{name}}"]
+    result = _cli("run", f"examples/openai/{config}", *args)
+    assert result.exit_code == 0, result.output
+    assert (next(tmp_path.iterdir()) / "final" / "adapter_model.safetensors").is_file()
