@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from families import FAMILIES, build_tokenizer
+from families import FAMILIES, TEMPLATE_FAMILIES, build_tokenizer
 
 from tunesmith import Example, InvalidRecord, Record
 from tunesmith.data import IGNORE_INDEX, tokenize_example
@@ -245,11 +245,15 @@ def test_weight_zero_masks_exactly_that_turn(family: str) -> None:
     assert tokenizer.decode([b.input_ids[i] for i in differ]).startswith("Hello! Ask me about weather.")
 
 
-def test_a_template_without_tool_support_is_refused_per_record() -> None:
-    tokenizer = build_tokenizer(FAMILIES["phi-4"])
+@pytest.mark.parametrize("family", sorted(set(TEMPLATE_FAMILIES) - set(TOOL_FAMILIES)))
+def test_a_template_without_tool_support_is_refused_per_record(family: str) -> None:
+    """Never trained silently without its calls: the template either raises on the tool turns (Gemma,
+    Mixtral) or drops them, which is caught."""
+    tokenizer = build_tokenizer(FAMILIES[family])
     with pytest.raises(InvalidRecord) as info:
         tokenize_example(fmt(ChatFormatter(), tool_chat()), tokenizer, max_length=4096)
-    assert "does not render tools or tool calls" in info.value.message and "qwen2.5" in info.value.message
+    if "rejected this conversation" not in info.value.message:
+        assert "does not render tools or tool calls" in info.value.message and "qwen2.5" in info.value.message
 
 
 def test_the_evaluation_prompt_carries_the_tools() -> None:
