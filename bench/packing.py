@@ -117,6 +117,7 @@ def measure(
     rounds: int | None = None,
     batch_size: int = 8,
     max_length: int = 1024,
+    progress: bool = False,
 ) -> dict[str, Any]:
     import torch
 
@@ -165,6 +166,7 @@ def measure(
                     "steps": len(prepared[layout]),
                     "padded_tokens": sum(b["input_ids"].numel() for b in prepared[layout]),
                     "real_tokens_per_s": _spread(per_round[layout]),
+                    "per_round": [round(v) for v in per_round[layout]],
                     "vs_unpacked": _spread(
                         [a / b for a, b in zip(per_round[layout], per_round["unpacked"], strict=True)], 2
                     ),
@@ -172,6 +174,8 @@ def measure(
                 for layout in layouts
             },
         }
+        if progress:
+            _print_mix(mix, result["mixes"][mix])
     if gpu:
         result["flat_isolation_max_loss_difference"] = _flat_isolation(model, tokenizer, device)
     return result
@@ -225,19 +229,20 @@ def run(quick: bool) -> dict[str, Any]:
     return measure(quick=quick)
 
 
-def _print(result: dict[str, Any]) -> None:
-    print(f"{result['device']} · {result['attention']} · batch {result['batch_size']} rows · "
-          f"max_length {result['max_length']} · {result['rounds']} rounds (median, min–max)")  # fmt: skip
-    for mix, m in result["mixes"].items():
+def _print_mix(mix: str, m: dict[str, Any]) -> None:
+    print(
+        f"\n{mix}: {m['examples']} examples, mean {m['mean_length']} tokens, {m['real_tokens']} real tokens"
+    )
+    for layout, f in m["layouts"].items():
+        t, v = f["real_tokens_per_s"], f["vs_unpacked"]
         print(
-            f"\n{mix}: {m['examples']} examples, mean {m['mean_length']} tokens, {m['real_tokens']} real tokens"
+            f"  {layout:17} {f['steps']:4} steps  {t['median']:>8,.0f} tok/s ({t['min']:,.0f}–{t['max']:,.0f})"
+            f"  ×{v['median']:.2f} ({v['min']:.2f}–{v['max']:.2f}) vs unpacked",
+            flush=True,
         )
-        for layout, f in m["layouts"].items():
-            t, v = f["real_tokens_per_s"], f["vs_unpacked"]
-            print(
-                f"  {layout:17} {f['steps']:4} steps  {t['median']:>8,.0f} tok/s ({t['min']:,.0f}–{t['max']:,.0f})"
-                f"  ×{v['median']:.2f} ({v['min']:.2f}–{v['max']:.2f}) vs unpacked"
-            )
+
+
+def _print_footer(result: dict[str, Any]) -> None:
     if "flat_isolation_max_loss_difference" in result:
         print(f"\nflat layout, largest per-token loss difference vs each sample alone: "
               f"{result['flat_isolation_max_loss_difference']:.2e}")  # fmt: skip
@@ -251,8 +256,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    result = measure(quick=args.quick, gpu=args.gpu, threads=args.threads, rounds=args.rounds)
-    _print(result)
+    print(
+        f"{'cuda' if args.gpu else 'cpu'} · batches of 8 rows · max_length 1024 · real tokens/s, median (min–max)"
+    )
+    result = measure(quick=args.quick, gpu=args.gpu, threads=args.threads, rounds=args.rounds, progress=True)
+    _print_footer(result)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)

@@ -104,13 +104,19 @@ def child(mode: str, train: str, model_dir: str, n: int) -> dict[str, Any]:
 
 
 def measure(quick: bool) -> dict[str, Any]:
+    from tokenizers import pre_tokenizers
+
     from tunesmith.testing.models import build_tokenizer
 
     sizes = QUICK_SIZES if quick else SIZES
     result: dict[str, Any] = {"sizes": list(sizes), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "tokenizer"
-        build_tokenizer().save_pretrained(model_dir)
+        tokenizer = build_tokenizer()
+        # Split words before BPE, as real tokenizers do: the tiny tokenizer BPE-encodes a whole text as one
+        # "word", so its word cache (10,000 entries) would hold whole examples and grow until it is full.
+        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.save_pretrained(model_dir)
         splits = {n: write_split(Path(tmp) / f"train-{n}.jsonl", n) for n in sizes}
         for mode in ("stream", "prepared"):
             for n in sizes:

@@ -48,7 +48,7 @@ def check_streaming(resolved: Resolved, streaming_objectives: list[str]) -> None
             "training.epochs cannot say when to stop",
             details=["set training.max_steps (e.g. --set training.max_steps=1000), or data.streaming: false"],
         )
-    if not getattr(objective, "streams", False):
+    if not objective.streams:
         raise TunesmithError(
             f"objective '{objective.name}' cannot train on a stream (data.streaming: true)",
             details=[
