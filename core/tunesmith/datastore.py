@@ -344,12 +344,14 @@ def token_stats(tokenized: Any) -> tuple[TokenStats, list[dict[str, int]]]:
 
 
 def pack_dataset(tokenized: Any, max_length: int, path: Path) -> Any:
-    """Packed training rows (``input_ids``, ``labels``, ``position_ids``) written to Arrow, a few at a time.
+    """Packed training rows (``input_ids``, ``labels``, ``position_ids``) written to Arrow, 256 at a time.
 
     A row gathers samples from anywhere in the split, so the tokenized files are read through
-    :func:`mapped`, which hands the pages read back after each batch of rows: memory holds one batch,
-    not the split.
+    :func:`map_files`, whose pages are handed back after each batch of rows, and rows are assembled
+    as arrays, not Python lists: memory holds one batch, not the split.
     """
+    import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
     from datasets import Features, List, Value
     from datasets.arrow_writer import ArrowWriter
@@ -357,25 +359,34 @@ def pack_dataset(tokenized: Any, max_length: int, path: Path) -> Any:
     lengths = pc.list_value_length(tokenized.data.column("input_ids")).to_numpy(zero_copy_only=False)
     plan = first_fit_decreasing(lengths.tolist(), max_length)  # as tunesmith.data.pack packs
     features = Features({name: List(Value("int32")) for name in ("input_ids", "labels", "position_ids")})
-    # A packed row holds up to max_length tokens three times over: write a few rows at a time.
     with (
         mapped(files_of(tokenized)) as (table, release),
-        ArrowWriter(features=features, path=str(path), writer_batch_size=16) as writer,
+        ArrowWriter(features=features, path=str(path)) as writer,
     ):
         assert table.num_rows == len(lengths), "pack a dataset whose files hold exactly its rows"
-        # One sample at a time: ``take`` on a chunked column would first copy the whole column.
         ids_column, labels_column = table.column("input_ids"), table.column("labels")
-        for start in range(0, len(plan), 64):
-            for row in plan[start : start + 64]:
-                input_ids: list[int] = []
-                labels: list[int] = []
-                position_ids: list[int] = []
-                for i in row:
-                    ids = ids_column[i].as_py()
-                    input_ids += ids
-                    labels += [IGNORE_INDEX, *labels_column[i].as_py()[1:]]
-                    position_ids += range(len(ids))
-                writer.write({"input_ids": input_ids, "labels": labels, "position_ids": position_ids})
+        for start in range(0, len(plan), 256):
+            rows = plan[start : start + 256]
+            members = [i for row in rows for i in row]
+            ids = [ids_column[i].values.to_numpy(zero_copy_only=False) for i in members]
+            labels = [labels_column[i].values.to_numpy(zero_copy_only=False).copy() for i in members]
+            for sample in labels:
+                sample[:1] = IGNORE_INDEX  # nothing before a sample's first token predicts it
+            offsets = np.cumsum(
+                [0] + [int(lengths[row].sum()) for row in map(np.asarray, rows)], dtype=np.int32
+            )
+            columns = {
+                "input_ids": np.concatenate(ids),
+                "labels": np.concatenate(labels),
+                "position_ids": np.concatenate([np.arange(len(x), dtype=np.int32) for x in ids]),
+            }
+            batch = pa.table(
+                {
+                    k: pa.ListArray.from_arrays(pa.array(offsets), pa.array(v, pa.int32()))
+                    for k, v in columns.items()
+                }
+            )
+            writer.write_table(batch, writer_batch_size=len(rows))
             release()
         writer.finalize()
     return open_files([path])
