@@ -53,8 +53,13 @@ def files_of(dataset: Any) -> list[str]:
 def open_files(files: Sequence[str | Path]) -> Any:
     """A dataset memory-mapped from Arrow files (in order)."""
     from datasets import Dataset, concatenate_datasets
+    from datasets.arrow_reader import ArrowReader
 
-    parts = [Dataset.from_file(str(f)) for f in files]
+    # Named by their path: datasets would otherwise hash each table to name it (most of a cached load).
+    parts = [
+        Dataset(ArrowReader.read_table(str(f)), fingerprint=hashlib.sha256(str(f).encode()).hexdigest()[:16])
+        for f in files
+    ]
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
