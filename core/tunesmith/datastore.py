@@ -372,9 +372,12 @@ def pack_dataset(tokenized: Any, max_length: int, path: Path) -> Any:
         ids_column, labels_column = table.column("input_ids"), table.column("labels")
         for start in range(0, len(plan), 256):
             rows = plan[start : start + 256]
-            members = [i for row in rows for i in row]
-            ids = [ids_column[i].values.to_numpy(zero_copy_only=False) for i in members]
-            labels = [labels_column[i].values.to_numpy(zero_copy_only=False).copy() for i in members]
+            ids, labels = [], []
+            for k in range(0, len(rows), 16):  # copied out, pages handed back every 16 rows
+                for i in (i for row in rows[k : k + 16] for i in row):
+                    ids.append(ids_column[i].values.to_numpy(zero_copy_only=False).copy())
+                    labels.append(labels_column[i].values.to_numpy(zero_copy_only=False).copy())
+                release()
             for sample in labels:
                 sample[:1] = IGNORE_INDEX  # nothing before a sample's first token predicts it
             offsets = np.cumsum(
@@ -392,7 +395,6 @@ def pack_dataset(tokenized: Any, max_length: int, path: Path) -> Any:
                 }
             )
             writer.write_table(batch, writer_batch_size=len(rows))
-            release()
         writer.finalize()
     return open_files([path])
 
