@@ -180,16 +180,6 @@ def write_examples(items: Iterable[tuple[Example, int]], path: Path) -> Any:
     return open_files([path])
 
 
-def content_hash(examples: Iterable[Example]) -> str:
-    """The manifest's hash of formatted examples (same bytes as :func:`tunesmith.manifest.hash_examples`)."""
-    digest = hashlib.sha256()
-    for ex in examples:
-        fields = [ex.messages, ex.text, ex.prompt, ex.chosen, ex.rejected, ex.completion, ex.label]
-        digest.update(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
 # -------------------------------------------------------------------------------------- tokenizing
 
 

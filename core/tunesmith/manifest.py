@@ -10,7 +10,7 @@ import hashlib
 import json
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -63,9 +63,16 @@ def hash_examples(examples: Sequence[Example]) -> str:
     stored = getattr(examples, "content_hash", None)
     if stored:
         return str(stored)
+    return content_hash(examples)
+
+
+def content_hash(examples: Iterable[Example]) -> str:
+    """The hash itself. ``tools`` and ``choices`` count only when set, so older runs' hashes still hold."""
     digest = hashlib.sha256()
     for ex in examples:
-        fields = [ex.messages, ex.text, ex.prompt, ex.chosen, ex.rejected, ex.completion, ex.label]
+        fields: list[Any] = [ex.messages, ex.text, ex.prompt, ex.chosen, ex.rejected, ex.completion, ex.label]
+        fields += [{"tools": ex.tools}] if ex.tools is not None else []
+        fields += [{"choices": ex.choices}] if ex.choices is not None else []
         digest.update(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode())
         digest.update(b"\n")
     return digest.hexdigest()

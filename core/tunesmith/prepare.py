@@ -217,12 +217,12 @@ def _build(resolved: Resolved, tokenizer: Any, work: Path, ui: Any) -> tuple[Pre
         ExampleList,
         Tokenize,
         TokenizedList,
-        content_hash,
         pack_dataset,
         token_stats,
         tokenize_dataset,
         unpacked_rows,
     )
+    from tunesmith.manifest import content_hash
 
     d = resolved.config.data
     read = _read_splits(resolved, work)

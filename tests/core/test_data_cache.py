@@ -251,3 +251,15 @@ def test_tokenizing_in_two_processes_gives_the_same_rows_and_the_same_entry(make
     assert snapshot(two, resolved) == snapshot(one, resolved)
     make(num_proc=2)
     assert make(num_proc=1)[0].cache == "hit"  # num_proc changes how, not what: same key
+
+
+def test_data_hash_counts_tool_definitions():
+    """Two chats that differ only in the tools they may call are different training data."""
+    from tunesmith.examples import Example
+    from tunesmith.manifest import hash_examples
+
+    chat = [{"role": "user", "content": "time?"}, {"role": "assistant", "content": "noon"}]
+    plain = Example(messages=chat)
+    tool = {"type": "function", "function": {"name": "clock", "parameters": {"type": "object"}}}
+    assert hash_examples([plain]) != hash_examples([Example(messages=chat, tools=[tool])])
+    assert hash_examples([plain]) == hash_examples([Example(messages=list(chat))])
