@@ -302,13 +302,24 @@ def _check_splits(config: RunConfig) -> list[str]:
     return errors
 
 
+#: Names transformers is known to accept (a test checks them against its lists): a config using them
+#: is validated without importing ``transformers.training_args``, which costs seconds (torch,
+#: accelerate), so ``data check`` stays quick.
+COMMON_SCHEDULERS = frozenset(
+    {"linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"}
+)
+COMMON_OPTIMIZERS = frozenset({"adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd"})
+
+
 def _check_training(config: RunConfig) -> list[str]:
     """The scheduler and optimizer are names transformers knows (checked against its own lists)."""
+    t = config.training
+    if t.lr_scheduler in COMMON_SCHEDULERS and t.optimizer in COMMON_OPTIMIZERS:
+        return []
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 
     errors = []
-    t = config.training
     for key, value, known in (
         ("lr_scheduler", t.lr_scheduler, [s.value for s in SchedulerType]),
         ("optimizer", t.optimizer, [o.value for o in OptimizerNames]),

@@ -123,3 +123,14 @@ def test_objective_options_needing_the_registry_are_checked_at_config_time(plugi
     )
     text = errors_of(data, plugins)
     assert "objective.rewards[0].patern: unknown option (did you mean 'pattern'?)" in text
+
+
+def test_names_accepted_without_importing_transformers_are_names_transformers_knows():
+    """config validates these without transformers' lists: each must really be in them."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    from tunesmith.config import COMMON_OPTIMIZERS, COMMON_SCHEDULERS
+
+    assert COMMON_SCHEDULERS <= {s.value for s in SchedulerType}
+    assert COMMON_OPTIMIZERS <= {o.value for o in OptimizerNames}
