@@ -36,11 +36,13 @@ def to_eval_examples(
 
     chat = chat or ChatFormat(tokenizer)
     out: list[EvalExample] = []
+    base = chat
     for ex in examples:
         prompt_messages = ex.prompt_messages
         if prompt_messages is None:
             out.append(EvalExample(prompt="", text=ex.text, origin=ex.origin, choices=ex.choices))
             continue
+        chat = base.with_tools(ex.tools)  # the prompt offers the tools training offered
         if ex.messages is not None:
             prompt, completion = chat.target(ex.messages)
         else:  # preference / unpaired / prompt-only: the answer becomes an assistant turn

@@ -264,6 +264,16 @@ def test_the_evaluation_prompt_carries_the_tools() -> None:
     assert "<tools>" in prompt and prompt.endswith("</tool_response><|im_end|>\n<|im_start|>assistant\n")
 
 
+def test_evaluators_prompt_with_the_tools_training_offered() -> None:
+    """Perplexity and generation score a tool chat with its tool definitions in the prompt."""
+    from tunesmith.evaluation import to_eval_examples
+
+    tokenizer = build_tokenizer(FAMILIES["qwen2.5"])
+    (example,) = to_eval_examples([fmt(ChatFormatter(), tool_chat())], tokenizer)
+    system_turn = example.prompt.split("<|im_end|>")[0]
+    assert "<tools>" in system_turn and '"get_weather"' in system_turn
+
+
 # ------------------------------------------------------------------------- validation, per line
 
 #: Line of tests/data/bad/openai_errors.jsonl -> (field, what the message says); OpenAI's error kind in
