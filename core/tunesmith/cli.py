@@ -215,6 +215,7 @@ def plugins_list(ctx: click.Context, as_json: bool) -> None:
                     "error": i.error,
                     "problems": i.problems,
                     "components": [{"kind": k, "name": n} for k, n in i.components],
+                    "commands": i.commands,
                 }
                 for i in listing.plugins
             ],
@@ -245,6 +246,15 @@ def _print_plugins(listing: Listing) -> None:
         owner = listing.owner(c)
         table.add_row(c.label, c.name, owner.name, f"{owner.distribution} {owner.version}", Text(c.summary))
     console.print(table)
+    adding = [i for i in listing.plugins if i.commands]
+    if adding:
+        commands = Table(title="Commands added by plugins", title_justify="left")
+        for col in ("command", "plugin", "distribution"):
+            commands.add_column(col, no_wrap=True)
+        for i in adding:
+            for name in i.commands:
+                commands.add_row(f"tunesmith {name}", i.name, f"{i.distribution} {i.version}")
+        console.print(commands)
     for line in listing.warnings:
         RichUI(console).warn(line)
     odd = [i for i in listing.plugins if i.status != "ok" or i.problems]

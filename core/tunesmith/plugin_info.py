@@ -21,6 +21,7 @@ class PluginInfo:
     error: str | None = None
     problems: list[str] = field(default_factory=list)  # non-fatal: rejected components, ...
     components: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+    commands: list[str] = field(default_factory=list)  # CLI commands it added (register_commands)
 
     @property
     def builtin(self) -> bool:

@@ -282,6 +282,7 @@ class Plugins:
                 if name in before and before[name] is not command:
                     cli.commands[name] = before[name]
                     info.problems.append(f"command '{name}' rejected: it already exists")
+            info.commands = sorted(name for name in cli.commands if name not in before)
 
 
 def _impl_names(obj: Any) -> list[str]:

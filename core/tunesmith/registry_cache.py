@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from tunesmith.plugins import Plugins
 
 #: Bumped whenever the stored layout changes; older entries are then ignored.
-FORMAT = 1
+FORMAT = 2
 #: The environment variables that change what the registry holds.
 PLUGIN_VARIABLES = ("TUNESMITH_LOAD_PLUGINS", "TUNESMITH_DISABLE_PLUGINS")
 

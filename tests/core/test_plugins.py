@@ -183,3 +183,16 @@ def test_plugin_commands_cannot_replace_builtin_ones():
     plugins.add_commands(group)
     assert group.commands["run"] is original and "upload" in group.commands
     assert "command 'run' rejected" in plugins.infos[0].problems[0]
+
+
+def test_plugins_that_add_commands_are_listed_with_them():
+    """``plugins list`` says which plugin added which command (the exporter, the review sheet)."""
+    import click
+
+    from tunesmith.registry_cache import Listing
+
+    registry = Plugins()
+    group = click.Group("tunesmith", commands={"run": click.Command("run")})
+    registry.add_commands(group)
+    added = {i.name: i.commands for i in Listing.of(registry).plugins if i.commands}
+    assert added == {"export": ["export", "push"], "human-review": ["review"]}
