@@ -91,7 +91,11 @@ def test_every_builtin_evaluator_is_covered():
     """Every built-in evaluator has a conformance class, here or in its own test module."""
     import importlib
 
-    for module in ("test_safety", "test_forgetting"):  # evaluators whose kit classes live beside their tests
+    for module in (
+        "test_safety",
+        "test_forgetting",
+        "test_lm_eval",
+    ):  # evaluators whose kit classes live beside their tests
         importlib.import_module(module)
     plugins = Plugins(strict=False)
     builtins = {n for n in plugins.components["evaluator"] if plugins.owners[("evaluator", n)].builtin}

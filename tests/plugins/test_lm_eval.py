@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
+from tunesmith.testing import EvaluatorConformance
+from tunesmith_plugins.evaluators.lm_eval import LmEval
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = "tests/data/lm_eval_task"  # the task YAMLs name their JSONL relative to the repository root
@@ -79,6 +83,21 @@ def test_flatten_keeps_numeric_metrics_and_names_filters() -> None:
         "gsm8k/exact_match/flexible-extract": 0.5,
         "tiny_sums/acc": 1.0,
     }
+
+
+def task_with_absolute_data(name: str) -> str:
+    """A folder holding task ``name`` whose data file is named by absolute path (the kit runs elsewhere)."""
+    folder = Path(tempfile.mkdtemp(prefix="lm-eval-task-"))
+    text = (ROOT / TASKS / f"{name}.yaml").read_text(encoding="utf-8")
+    (folder / f"{name}.yaml").write_text(text.replace(f"{TASKS}/", f"{ROOT / TASKS}/"), encoding="utf-8")
+    return str(folder)
+
+
+class TestLmEvalConformance(EvaluatorConformance):
+    """The evaluator kit's checks, on the log-likelihood task."""
+
+    evaluator = LmEval
+    options = {"tasks": ["tiny_copy"], "include_path": task_with_absolute_data("tiny_copy"), "limit": 4}
 
 
 def test_options_are_checked_against_lm_evals_task_index(monkeypatch) -> None:

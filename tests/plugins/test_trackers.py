@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -72,18 +73,17 @@ def tracked(tmp_path_factory, tiny_model_dir):
         {"name": "mlflow", "tracking_uri": "http://127.0.0.1:9", "experiment": "down"},
     ]
     config = config_for(root, tiny_model_dir, tracking)
-    environment = dict(os.environ)  # the trackers set TRACKIO_DIR and MLFLOW_ALLOW_FILE_STORE
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # the server is down: fail at once
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
-    try:
-        result = invoke("run", str(config))
-    finally:
-        os.environ.clear()
-        os.environ.update(environment)
+    # A fresh process, as `tunesmith run` is: trackio fixes its store when first imported, and other
+    # tests in this process may have imported it already.
+    env = {k: v for k, v in os.environ.items() if k != "TRACKIO_DIR"}
+    env |= {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}  # the server is down
+    done = subprocess.run(
+        [sys.executable, "-m", "tunesmith.cli", "run", str(config)], env=env, capture_output=True, text=True
+    )
     run_dir = root / "runs" / "tracked"
     return {
         "root": root,
-        "result": result,
+        "result": SimpleNamespace(exit_code=done.returncode, output=done.stdout + done.stderr),
         "run_dir": run_dir,
         "log": [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()],
         "metrics": json.loads((run_dir / "metrics.json").read_text()),
@@ -116,8 +116,10 @@ def test_a_tracker_that_fails_is_reported_and_the_run_goes_on(tracked):
 
 
 @pytest.mark.slow
-def test_mlflow_holds_the_config_the_metrics_per_step_and_the_results(tracked):
+def test_mlflow_holds_the_config_the_metrics_per_step_and_the_results(tracked, monkeypatch):
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow-skinny reads file stores only with it
 
     client = MlflowClient(tracking_uri=str(tracked["root"] / "mlruns"))
     experiment = client.get_experiment_by_name("dates")
@@ -169,20 +171,25 @@ def test_wandb_offline_run_files_hold_the_metrics(tracked):
 
 @pytest.mark.slow
 def test_trackio_local_store_holds_the_metrics(tracked):
-    """Read with trackio's own storage API (the run wrote its store under the configured dir)."""
-    from trackio import utils
-    from trackio.sqlite_storage import SQLiteStorage
-
-    assert Path(utils.TRACKIO_DIR) == (tracked["root"] / "trackio").resolve()
-    assert (tracked["root"] / "trackio" / "p.db").is_file()
-    logs = SQLiteStorage.get_logs("p", "tracked")
+    """Read with trackio's own storage API (the run wrote its store under the configured dir), in a
+    process whose trackio was first imported with that store."""
+    store = (tracked["root"] / "trackio").resolve()
+    assert (store / "p.db").is_file()
+    read = (
+        "import json; from trackio import utils; from trackio.sqlite_storage import SQLiteStorage as S; "
+        "print(json.dumps([str(utils.TRACKIO_DIR), S.get_logs('p', 'tracked'), S.get_run_config('p', 'tracked')], "
+        "default=str))"
+    )
+    env = {**os.environ, "TRACKIO_DIR": str(store)}
+    out = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True, check=True)
+    where, logs, config = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(where) == store
     for key in ("loss", "eval_loss"):
         got = {row["step"]: row[key] for row in logs if key in row}
         assert got == pytest.approx(logged(tracked["log"], key)), key
     final = held_out(tracked["metrics"])
     last = {k: v for row in logs for k, v in row.items() if k in final}
     assert last == pytest.approx(final)
-    config = SQLiteStorage.get_run_config("p", "tracked")
     assert config["run_dir"] == str(tracked["run_dir"].resolve()) and config["method"]["name"] == "lora"
 
 
