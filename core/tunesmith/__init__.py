@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; at run time each name is im
     from tunesmith.kinds import KINDS, Kind
     from tunesmith.options import component, option
     from tunesmith.peft_method import PeftMethod
-    from tunesmith.runs import FinishedRun, load_run
+    from tunesmith.runs import FinishedRun, load_run, merged_model_dir
 
 __version__ = "0.1.0"
 
@@ -48,7 +48,7 @@ _HOMES = {
     "tunesmith.kinds": "KINDS Kind",
     "tunesmith.options": "component option",
     "tunesmith.peft_method": "PeftMethod",
-    "tunesmith.runs": "FinishedRun load_run",  # engine services, imported on first use
+    "tunesmith.runs": "FinishedRun load_run merged_model_dir",  # engine services, imported on first use
 }
 _HOME = {name: module for module, names in _HOMES.items() for name in names.split()}
 
@@ -94,5 +94,6 @@ __all__ = [
     "component",
     "hookimpl",
     "load_run",
+    "merged_model_dir",
     "option",
 ]

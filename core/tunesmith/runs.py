@@ -87,9 +87,14 @@ def load_base(loaded: LoadedRun, plugins: Plugins) -> tuple[Any, Any]:
     return base, tokenizer
 
 
-def merged_model_dir(path: Path, plugins: Plugins, log: Log = _silent) -> Path:
+def merged_model_dir(path: str | Path, plugins: Plugins | None = None, log: Log = _silent) -> Path:
     """A finished run as a plain model directory: ``final`` when it holds a whole model, else the run's
-    artifact merged into its base once and cached as ``RUN/merged``."""
+    artifact merged into its base once and cached as ``RUN/merged``.
+
+    For plugins that hand a run to other tools (exporters, uploaders, evaluation harnesses). ``plugins``
+    defaults to the installed ones; ``log`` hears about a merge, which takes a while on a large model."""
+    path = Path(path)
+    plugins = plugins or Plugins()
     loaded = open_run(path, plugins)
     if not loaded.resolved.method.produces_adapter and (loaded.run.final / "config.json").is_file():
         return loaded.run.final  # full fine-tuning, freeze: already a whole model

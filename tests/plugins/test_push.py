@@ -65,7 +65,7 @@ def test_push_of_a_run_stops_at_the_network_with_a_complete_folder(tmp_path, run
         assert result.exit_code == 2, result.output
         assert "cannot push" in result.output and "HF_HUB_OFFLINE" in result.output
         assert "Traceback" not in result.output
-    assert not list(run.glob(".merged-*"))  # the merged copy is temporary
+    assert (run / "merged" / "config.json").is_file()  # --merged merged the run once, into RUN/merged
 
     broken = tmp_path / "broken"
     shutil.copytree(run, broken)

@@ -1,21 +1,17 @@
 """``tunesmith export`` (GGUF for llama.cpp and Ollama) and ``tunesmith push`` (the Hugging Face hub).
 
-Both start from a finished run. An adapter is first folded into its base with the CLI's own ``merge``
-command (the method's merge, as ``tunesmith merge`` does), into a temporary directory. gguf, torch,
+Both start from a finished run. An adapter is first folded into its base by
+:func:`tunesmith.merged_model_dir` (the method's merge, kept as ``RUN/merged`` for the next export). gguf, torch,
 transformers and huggingface_hub are imported inside the commands: listing plugins stays cheap.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tunesmith import TunesmithError, hookimpl
+from tunesmith import TunesmithError, hookimpl, merged_model_dir
 
 FORMATS = ("gguf",)
 
@@ -42,8 +38,7 @@ def register_commands(cli: Any) -> None:
         type=click.Path(dir_okay=False, path_type=Path),
         help="The .gguf file to write (default: RUN_DIR/gguf/<run>-<quant>.gguf); a Modelfile goes beside it.",
     )
-    @click.pass_context
-    def export(ctx: click.Context, run_dir: Path, fmt: str, quant: str, output: Path | None) -> None:
+    def export(run_dir: Path, fmt: str, quant: str, output: Path | None) -> None:
         """Export a run's model (merged with its base) as a GGUF file with an Ollama Modelfile."""
         from rich.console import Console
 
@@ -60,9 +55,9 @@ def register_commands(cli: Any) -> None:
         complete_run(run_dir)
         out = output or run_dir / "gguf" / f"{run_dir.name}-{quant}.gguf"
         console = Console(highlight=False)
-        with merged_model(ctx, run_dir) as model_dir:
-            result = export_gguf(model_dir, out, quant=quant, name=run_dir.name)
-            modelfile, templated = write_modelfile(out, model_dir, add_bos=result.add_bos)
+        model_dir = merged_model_dir(run_dir, log=lambda line: console.print(f"  [dim]{line}[/]"))
+        result = export_gguf(model_dir, out, quant=quant, name=run_dir.name)
+        modelfile, templated = write_modelfile(out, model_dir, add_bos=result.add_bos)
         for note in result.notes:
             console.print(f"  [dim]{note}[/]")
         console.print(f"[green]wrote[/] {out} ({len(result.tensors)} tensors, {quant}) and {modelfile}")
@@ -79,10 +74,7 @@ def register_commands(cli: Any) -> None:
     @click.option("--merged", is_flag=True, help="Push the model merged with its base instead of final/.")
     @click.option("--private", is_flag=True, help="Create the repository as private.")
     @click.option("--token", envvar="HF_TOKEN", help="Hugging Face token (default: HF_TOKEN or the login).")
-    @click.pass_context
-    def push(
-        ctx: click.Context, run_dir: Path, repo_id: str, merged: bool, private: bool, token: str | None
-    ) -> None:
+    def push(run_dir: Path, repo_id: str, merged: bool, private: bool, token: str | None) -> None:
         """Publish a run's final/ folder (or its merged model) to the Hugging Face hub (needs network)."""
         from rich.console import Console
 
@@ -90,10 +82,13 @@ def register_commands(cli: Any) -> None:
 
         complete_run(run_dir)
         message = f"Upload {run_dir.name} ({'merged model' if merged else 'final/'}) from tunesmith"
-        with merged_model(ctx, run_dir) if merged else _as_is(run_dir / "final") as folder:
-            check_folder(folder)
-            url = push_folder(folder, repo_id, private=private, token=token, message=message)
-        Console(highlight=False).print(f"[green]pushed[/] {folder} to {repo_id}: {url}")
+        console = Console(highlight=False)
+        folder = run_dir / "final"
+        if merged:
+            folder = merged_model_dir(run_dir, log=lambda line: console.print(f"  [dim]{line}[/]"))
+        check_folder(folder)
+        url = push_folder(folder, repo_id, private=private, token=token, message=message)
+        console.print(f"[green]pushed[/] {folder} to {repo_id}: {url}")
 
 
 def complete_run(run_dir: Path) -> None:
@@ -104,26 +99,3 @@ def complete_run(run_dir: Path) -> None:
         raise TunesmithError(f"no run directory at {run_dir}") from None
     if status != "complete":
         raise TunesmithError(f"{run_dir} is not a complete run (status: {status})")
-
-
-@contextlib.contextmanager
-def merged_model(ctx: Any, run_dir: Path) -> Iterator[Path]:
-    """The run's model merged with its base, in a temporary directory, by the CLI's ``merge`` command;
-    ``final/`` itself when it already holds a whole model (full fine-tuning, freeze)."""
-    final = run_dir / "final"
-    if (final / "config.json").is_file() and not (final / "adapter_config.json").is_file():
-        yield final
-        return
-    merge = ctx.find_root().command.get_command(ctx, "merge")
-    if merge is None:
-        raise TunesmithError("this tunesmith has no merge command to fold the run into its base")
-    with tempfile.TemporaryDirectory(prefix=".merged-", dir=run_dir) as tmp:
-        out = Path(tmp) / "model"
-        with contextlib.redirect_stdout(io.StringIO()):  # its "written to" line names a temporary folder
-            ctx.invoke(merge, run_dir=run_dir, output=out, overwrite=False)
-        yield out
-
-
-@contextlib.contextmanager
-def _as_is(folder: Path) -> Iterator[Path]:
-    yield folder
