@@ -123,20 +123,24 @@ def hand_loop(s: Setup, model: Any, out: Path) -> None:
         optimizer.zero_grad(set_to_none=True)
 
 
+def trainer_args(s: Setup, out: Path) -> dict[str, Any]:
+    """What the Trainer-based contenders share: the same steps, batch, learning rate, logs and saves."""
+    return {
+        "output_dir": str(out),
+        "max_steps": s.steps,
+        "per_device_train_batch_size": s.batch_size,
+        "learning_rate": s.lr,
+        "save_steps": max(1, s.steps // 2),
+        "logging_steps": 5,
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+
+
 def hf_trainer(s: Setup, model: Any, out: Path) -> None:
     from transformers import Trainer, TrainingArguments
 
-    args = TrainingArguments(
-        output_dir=str(out),
-        max_steps=s.steps,
-        per_device_train_batch_size=s.batch_size,
-        learning_rate=s.lr,
-        save_steps=max(1, s.steps // 2),
-        logging_steps=5,
-        report_to="none",
-        remove_unused_columns=False,
-        disable_tqdm=True,
-    )
+    args = TrainingArguments(**trainer_args(s, out), remove_unused_columns=False)
     Trainer(model=model, args=args, train_dataset=list(s.rows), data_collator=s.collator()).train()
 
 
@@ -170,14 +174,7 @@ def trl(s: Setup, model: Any, out: Path, *, tuned: bool) -> None:
     )
     options: dict[str, Any] = {"bf16": False, "gradient_checkpointing": False} if tuned else {}
     config = SFTConfig(
-        output_dir=str(out),
-        max_steps=s.steps,
-        per_device_train_batch_size=s.batch_size,
-        learning_rate=s.lr,
-        save_steps=max(1, s.steps // 2),
-        logging_steps=5,
-        report_to="none",
-        disable_tqdm=True,
+        **trainer_args(s, out),
         max_length=s.resolved.config.data.max_length,
         use_cpu=not torch.cuda.is_available(),  # without it, TRL's bf16 default refuses a CPU
         **options,
